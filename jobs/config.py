@@ -1,0 +1,211 @@
+"""The job's configuration: one YAML file per job in ``flink-conf/``, validated when the job is built.
+
+String values may reference the environment as ``${NAME}`` or ``${NAME:-default}``. Kafka client
+options (security among them: ``security.protocol``, ``sasl.*``, ``ssl.*``) pass through from
+``kafka.properties`` and from environment variables ``VIGIL_KAFKA_PROP_<NAME>`` (``SASL_MECHANISM``
+becomes ``sasl.mechanism``), the environment winning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from models.config import (
+    AlertConfig,
+    ConfigError,
+    ScoringConfig,
+    build,
+    check_choice,
+    check_number,
+    check_positive_int,
+    check_str,
+)
+from udfs.parse import ParseLimits
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "flink-conf" / "vigil.yaml"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    metrics: str = "vigil.metrics"
+    alerts: str = "vigil.alerts"
+    forecasts: str = "vigil.forecasts"
+    dead_letters: str = "vigil.deadletters"
+
+    def __post_init__(self) -> None:
+        for name in ("metrics", "alerts", "forecasts", "dead_letters"):
+            check_str(self, name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "vigil"
+    startup: str = "group"
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    properties: dict[str, str] = field(default_factory=dict)
+    transaction_timeout_ms: int = 600000
+
+    def __post_init__(self) -> None:
+        check_str(self, "bootstrap_servers", self.bootstrap_servers)
+        check_str(self, "group_id", self.group_id)
+        check_choice(self, "startup", self.startup, ("earliest", "latest", "group"))
+        check_positive_int(self, "transaction_timeout_ms", self.transaction_timeout_ms)
+        if not isinstance(self.properties, dict):
+            raise ConfigError(f"The 'properties' parameter of KafkaConfig must be a mapping. Got {self.properties!r}.")
+
+    def client_properties(self) -> dict[str, str]:
+        """Pass-through client options: the file's, then VIGIL_KAFKA_PROP_* from the environment."""
+        props = {str(k): str(v) for k, v in self.properties.items()}
+        for k, v in os.environ.items():
+            if k.startswith("VIGIL_KAFKA_PROP_"):
+                props[k[len("VIGIL_KAFKA_PROP_"):].lower().replace("_", ".")] = v
+        return props
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str = "vigil"
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 2000
+    delivery: str = "exactly_once"
+    python_execution_mode: str = "thread"
+    out_of_orderness_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        check_str(self, "name", self.name)
+        check_positive_int(self, "parallelism", self.parallelism)
+        check_positive_int(self, "checkpoint_interval_ms", self.checkpoint_interval_ms)
+        check_choice(self, "delivery", self.delivery, ("exactly_once", "at_least_once"))
+        check_choice(self, "python_execution_mode", self.python_execution_mode, ("thread", "process"))
+        check_positive_int(self, "out_of_orderness_ms", self.out_of_orderness_ms, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6390/0"
+    refresh_s: int = 30
+    timeout_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"The 'url' parameter of RedisConfig must be a redis:// URL. Got {self.url!r}.")
+        check_positive_int(self, "refresh_s", self.refresh_s)
+        check_number(self, "timeout_s", self.timeout_s, 0.01, 60)
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    root: str = "artifacts"
+
+    def __post_init__(self) -> None:
+        check_str(self, "root", self.root)
+
+    def path(self) -> Path:
+        p = Path(self.root)
+        return p if p.is_absolute() else ROOT / p
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    max_bytes: int = 65536
+    max_past_s: int | None = 7 * 86400
+    max_future_s: int | None = 3600
+
+    def __post_init__(self) -> None:
+        check_positive_int(self, "max_bytes", self.max_bytes)
+        if self.max_past_s is not None:
+            check_positive_int(self, "max_past_s", self.max_past_s)
+        if self.max_future_s is not None:
+            check_positive_int(self, "max_future_s", self.max_future_s)
+
+    def limits(self) -> ParseLimits:
+        return ParseLimits(self.max_bytes, self.max_past_s, self.max_future_s)
+
+
+@dataclass(frozen=True)
+class VigilConfig:
+    """Everything one Vigil job needs, from one YAML file."""
+
+    job: JobConfig
+    kafka: KafkaConfig
+    redis: RedisConfig
+    registry: RegistryConfig
+    validation: ValidationConfig
+    scoring: ScoringConfig
+    alerts: AlertConfig
+
+    SECTIONS = {
+        "job": JobConfig,
+        "kafka": KafkaConfig,
+        "redis": RedisConfig,
+        "registry": RegistryConfig,
+        "validation": ValidationConfig,
+        "scoring": ScoringConfig,
+        "alerts": AlertConfig,
+    }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VigilConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"The configuration must be a mapping of sections. Got {type(data).__name__}.")
+        unknown = sorted(set(data) - set(cls.SECTIONS))
+        if unknown:
+            raise ConfigError(f"Unknown section(s) {unknown}. Known sections: {sorted(cls.SECTIONS)}.")
+        data = _substitute(data)
+        kafka = dict(data.get("kafka") or {})
+        if "topics" in kafka:
+            kafka["topics"] = build(TopicsConfig, kafka["topics"], "kafka.topics")
+        parts = {name: build(c, kafka if name == "kafka" else data.get(name), name) for name, c in cls.SECTIONS.items()}
+        return cls(**parts)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> VigilConfig:
+        """Read a YAML file (default ``flink-conf/vigil.yaml``), apply nested overrides, validate."""
+        p = Path(path) if path else DEFAULT_CONFIG
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"Configuration file {p} does not exist.") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Configuration file {p} is not valid YAML: {e}") from None
+        return cls.from_dict(_merge(data, overrides or {}))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _substitute(v):
+    if isinstance(v, dict):
+        return {k: _substitute(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_substitute(x) for x in v]
+    if isinstance(v, str):
+        def repl(m: re.Match) -> str:
+            val = os.environ.get(m.group(1))
+            if val is None:
+                if m.group(2) is None:
+                    raise ConfigError(f"Environment variable {m.group(1)} is referenced but not set.")
+                return m.group(2)
+            return val
+
+        s = _ENV.sub(repl, v)
+        if s != v and _ENV.fullmatch(v):
+            for conv in (int, float):  # a whole-value placeholder may stand for a number
+                try:
+                    return conv(s)
+                except ValueError:
+                    pass
+        return s
+    return v

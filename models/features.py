@@ -1,0 +1,300 @@
+"""Feature schemas shared by training and the running job.
+
+Everything a model sees is computed here, once, so that the offline training package and the
+streaming operators cannot drift apart. Each schema is an ordered tuple of feature names; the
+artifact manifest stores it and the loader refuses a model whose schema differs.
+
+The per-series state (:class:`SeriesWindow`) is O(1) to update: slow and fast exponentially
+weighted statistics, a Holt level/trend pair in units per minute, and a ring buffer of the last
+``HISTORY`` values for robust (median/MAD) statistics. It encodes to a compact, explicit byte
+layout (``SERIES_WINDOW_STATE``), never a pickle.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HISTORY = 32
+WARMUP = 20
+SERIES_WINDOW_STATE = "series_window/v1"
+
+ALPHA_SLOW = 0.02
+ALPHA_FAST = 0.3
+ALPHA_LEVEL = 0.2
+ALPHA_TREND = 0.05
+ALPHA_TREND_LONG = 0.005
+CLIP = 10.0
+
+DETECTOR_FEATURES: tuple[str, ...] = (
+    "z_robust",
+    "z_ewma",
+    "z_delta",
+    "z_fast_shift",
+    "vol_ratio",
+    "trend_z",
+)
+
+FORECAST_HORIZONS_MIN: tuple[int, ...] = (5, 30, 60, 360, 1440)
+
+FORECASTER_FEATURES: tuple[str, ...] = (
+    "z_level_gap",
+    "trend_short_h",
+    "trend_long_h",
+    "log_horizon",
+    "vol",
+    "z_robust",
+)
+
+# The entity (service instance) vector the clusterer sees: one slot per metric kind, each mapped
+# to a comparable, roughly unit scale. Missing kinds are imputed by the operator.
+ENTITY_METRICS: tuple[str, ...] = (
+    "cpu_util",
+    "memory_util",
+    "latency_p99_ms",
+    "error_rate",
+    "requests_per_s",
+)
+CLUSTERER_FEATURES: tuple[str, ...] = tuple(f"entity_{m}" for m in ENTITY_METRICS)
+
+CATEGORIES: tuple[str, ...] = ("latency", "errors", "saturation", "traffic", "peer_drift")
+PRIORITIES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
+TEAMS: tuple[str, ...] = ("edge", "playback", "discovery", "payments", "sre")
+METRIC_KINDS: tuple[str, ...] = ENTITY_METRICS + ("disk_util", "plays_per_min")
+TEXT_BUCKETS = 16
+
+CLASSIFIER_FEATURES: tuple[str, ...] = (
+    (
+        "score",
+        "score_margin",
+        "z_robust",
+        "z_delta",
+        "z_fast_shift",
+        "trend_z",
+        "cluster_outlier",
+        "breach_soon",
+        "log_time_to_breach",
+        "criticality",
+        "related_anomalies",
+        "hour_sin",
+        "hour_cos",
+    )
+    + tuple(f"kind_{k}" for k in METRIC_KINDS + ("other",))
+    + tuple(f"owner_{t}" for t in TEAMS + ("unknown",))
+    + tuple(f"text_{i}" for i in range(TEXT_BUCKETS))
+)
+
+
+def _slog(v: float) -> float:
+    """Signed log1p, clipped: keeps tails informative without letting them dominate."""
+    if not math.isfinite(v):
+        v = math.copysign(1e12, v) if not math.isnan(v) else 0.0
+    r = math.copysign(math.log1p(abs(v)), v)
+    return CLIP if r > CLIP else (-CLIP if r < -CLIP else r)
+
+
+@dataclass(slots=True)
+class SeriesWindow:
+    """Rolling statistics and a short history of one series (one metric of one entity)."""
+
+    n: int = 0
+    last_ts_ms: int = 0
+    last: float = 0.0
+    mean: float = 0.0
+    var: float = 0.0
+    fast: float = 0.0
+    level: float = 0.0
+    trend: float = 0.0
+    trend_long: float = 0.0
+    absdelta: float = 0.0
+    ring: list[float] = field(default_factory=list)
+    head: int = 0
+
+    _FMT = struct.Struct("<BIqddddddddd")
+    VERSION = 1
+
+    def history(self) -> list[float]:
+        """The ring buffer's values, oldest first."""
+        if len(self.ring) < HISTORY:
+            return list(self.ring)
+        return self.ring[self.head :] + self.ring[: self.head]
+
+    def robust(self) -> tuple[float, float]:
+        """(median, scale) of the history; the scale never collapses to zero."""
+        vals = sorted(self.ring)
+        k = len(vals)
+        med = vals[k // 2] if k % 2 else 0.5 * (vals[k // 2 - 1] + vals[k // 2])
+        devs = sorted(abs(v - med) for v in vals)
+        mad = devs[k // 2] if k % 2 else 0.5 * (devs[k // 2 - 1] + devs[k // 2])
+        scale = max(1.4826 * mad, 0.25 * math.sqrt(max(self.var, 0.0)), 1e-3 * abs(med), 1e-6)
+        return med, scale
+
+    def detector_features(self, x: float) -> list[float]:
+        """Features of value ``x`` against the history *before* ``x`` (call before :meth:`update`)."""
+        med, scale = self.robust()
+        sd = max(math.sqrt(max(self.var, 0.0)), scale * 0.5)
+        fast_new = self.fast + ALPHA_FAST * (x - self.fast)
+        delta = x - self.last
+        return [
+            _slog((x - med) / scale),
+            _slog((x - self.mean) / sd),
+            _slog(delta / scale),
+            _slog((fast_new - self.mean) / sd),
+            _slog(math.log((abs(delta) + 1e-9 * scale + 1e-12) / (self.absdelta + 1e-9 * scale + 1e-12))),
+            _slog(self.trend * 60.0 / scale),
+        ]
+
+    def forecaster_rows(self) -> tuple[np.ndarray, float, float]:
+        """One feature row per horizon in ``FORECAST_HORIZONS_MIN``, plus (anchor, scale).
+
+        The model predicts ``(x(t+h) - anchor) / scale`` for each row.
+        """
+        med, scale = self.robust()
+        vol = math.sqrt(max(self.var, 0.0)) / scale
+        gap = _slog((self.last - self.level) / scale)
+        zr = _slog((self.last - med) / scale)
+        rows = np.empty((len(FORECAST_HORIZONS_MIN), len(FORECASTER_FEATURES)), dtype=np.float32)
+        for i, h in enumerate(FORECAST_HORIZONS_MIN):
+            rows[i] = (
+                gap,
+                _slog(self.trend * h / scale),
+                _slog(self.trend_long * h / scale),
+                math.log1p(h),
+                _slog(vol),
+                zr,
+            )
+        return rows, self.last, scale
+
+    def update(self, ts_ms: int, x: float) -> None:
+        """Fold value ``x`` observed at ``ts_ms`` into the state."""
+        if self.n == 0:
+            self.mean = self.fast = self.level = self.last = x
+            self.var = 0.0
+        else:
+            dt_min = max((ts_ms - self.last_ts_ms) / 60000.0, 1e-3)
+            d = x - self.mean
+            self.mean += ALPHA_SLOW * d
+            self.var = (1 - ALPHA_SLOW) * (self.var + ALPHA_SLOW * d * d)
+            self.fast += ALPHA_FAST * (x - self.fast)
+            prev_level = self.level
+            self.level = ALPHA_LEVEL * x + (1 - ALPHA_LEVEL) * (self.level + self.trend * dt_min)
+            slope = (self.level - prev_level) / dt_min
+            self.trend += ALPHA_TREND * (slope - self.trend)
+            self.trend_long += ALPHA_TREND_LONG * (slope - self.trend_long)
+            self.absdelta += ALPHA_SLOW * (abs(x - self.last) - self.absdelta)
+            self.last = x
+        self.last_ts_ms = ts_ms
+        self.n += 1
+        if len(self.ring) < HISTORY:
+            self.ring.append(x)
+        else:
+            self.ring[self.head] = x
+            self.head = (self.head + 1) % HISTORY
+
+    @property
+    def warm(self) -> bool:
+        return self.n >= WARMUP
+
+    def to_bytes(self) -> bytes:
+        """Compact encoding: a fixed header then the ring as float64, oldest first."""
+        hist = self.history()
+        head = self._FMT.pack(
+            self.VERSION,
+            self.n,
+            self.last_ts_ms,
+            self.last,
+            self.mean,
+            self.var,
+            self.fast,
+            self.level,
+            self.trend,
+            self.trend_long,
+            self.absdelta,
+            0.0,
+        )
+        return head + struct.pack(f"<{len(hist)}d", *hist)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SeriesWindow:
+        fmt = cls._FMT
+        (ver, n, ts, last, mean, var, fast, level, trend, trend_long, absdelta, _r) = fmt.unpack_from(data)
+        if ver != cls.VERSION:
+            raise ValueError(f"{SERIES_WINDOW_STATE}: cannot read state version {ver}")
+        k = (len(data) - fmt.size) // 8
+        ring = list(struct.unpack_from(f"<{k}d", data, fmt.size))
+        return cls(n, ts, last, mean, var, fast, level, trend, trend_long, absdelta, ring, 0)
+
+
+def entity_vector(latest: dict[str, float]) -> list[float | None]:
+    """Map an entity's latest metric values to the clusterer's comparable scale (None = missing)."""
+    out: list[float | None] = []
+    for m in ENTITY_METRICS:
+        v = latest.get(m)
+        if v is None:
+            out.append(None)
+        elif m in ("cpu_util", "memory_util"):
+            out.append(v / 100.0)
+        elif m == "latency_p99_ms":
+            out.append(math.log10(max(v, 0.1)) - 2.0)
+        elif m == "error_rate":
+            out.append(math.log10(max(v, 1e-5)) / 2.0 + 1.0)
+        else:
+            out.append(math.log10(max(v, 0.0) + 1.0) / 2.0 - 1.0)
+    return out
+
+
+def metric_kind(metric: str) -> str:
+    """The known metric kind a metric name belongs to, or ``"other"``."""
+    if metric in METRIC_KINDS:
+        return metric
+    for k in METRIC_KINDS:
+        if metric.startswith(k) or k.split("_")[0] in metric.split("_")[:1]:
+            return k
+    return "other"
+
+
+def text_buckets(text: str) -> list[float]:
+    """Hashed bag of words (crc32 of lower-cased tokens), L1-normalised."""
+    out = [0.0] * TEXT_BUCKETS
+    tokens = [t for t in "".join(c if c.isalnum() else " " for c in text.lower()).split() if t]
+    for t in tokens:
+        out[zlib.crc32(t.encode()) % TEXT_BUCKETS] += 1.0
+    total = sum(out)
+    return [v / total for v in out] if total else out
+
+
+def classifier_features(c: dict) -> list[float]:
+    """Feature row of a candidate alert ``c`` in ``CLASSIFIER_FEATURES`` order.
+
+    ``c`` keys: score, threshold, det (detector feature list), cluster_outlier (0..1),
+    time_to_breach_s (None if no breach within the largest horizon), criticality (0..1),
+    related_anomalies (count), ts_ms, metric, owner, text.
+    """
+    det = c["det"]
+    ttb = c.get("time_to_breach_s")
+    hour = (c["ts_ms"] / 3_600_000.0) % 24.0
+    kind = metric_kind(c["metric"])
+    owner = c.get("owner") if c.get("owner") in TEAMS else "unknown"
+    row = [
+        c["score"],
+        c["score"] - c["threshold"],
+        det[0],
+        det[2],
+        det[3],
+        det[5],
+        c.get("cluster_outlier", 0.0),
+        1.0 if ttb is not None else 0.0,
+        math.log1p(ttb / 60.0) if ttb is not None else math.log1p(FORECAST_HORIZONS_MIN[-1] * 2),
+        c.get("criticality", 0.5),
+        math.log1p(c.get("related_anomalies", 0)),
+        math.sin(2 * math.pi * hour / 24.0),
+        math.cos(2 * math.pi * hour / 24.0),
+    ]
+    row += [1.0 if kind == k else 0.0 for k in METRIC_KINDS + ("other",)]
+    row += [1.0 if owner == t else 0.0 for t in TEAMS + ("unknown",)]
+    row += text_buckets(c.get("text", c["metric"]))
+    return row
