@@ -8,7 +8,7 @@
 # recorded in a pid file so that `down` stops exactly what `up` started.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-run="$root/.cache/run"
+run="${VIGIL_SERVICES_RUN:-$root/.cache/run}"
 kport="${VIGIL_KAFKA_PORT:-9092}"
 cport="${VIGIL_KAFKA_CONTROLLER_PORT:-9093}"
 rport="${VIGIL_REDIS_PORT:-6390}"

@@ -1,0 +1,51 @@
+# Vigil: streaming AIOps on Apache Flink. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.vigil-installed
+ARTIFACTS ?= artifacts
+export PYTHONPATH := $(CURDIR):$(PYTHONPATH)
+
+.PHONY: help setup run test up down status retrain cluster-up submit cluster-down clean
+
+help: ## list every target with one line each
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): setup.py
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(VENV_STAMP)
+
+setup: $(VENV_STAMP) ## create the virtualenv, install pinned packages, fetch the Kafka and Flink jars
+	scripts/fetch-jars.sh
+
+run: setup ## the whole pipeline end to end on real Kafka, Redis and Flink with the demo stream
+	scripts/run-demo.sh
+
+test: setup ## run the whole test suite (starts and stops the Kafka and Redis it needs)
+	scripts/run-tests.sh
+
+up: setup ## start Kafka (KRaft) and Redis on loopback for a long-running job
+	scripts/services.sh up
+
+down: ## stop the Kafka and Redis that `make up` started
+	scripts/services.sh down
+
+status: ## show whether Kafka and Redis are running
+	scripts/services.sh status
+
+retrain: setup ## train, evaluate and version all four models into $(ARTIFACTS)
+	$(PY) -m training train --store $(ARTIFACTS)
+
+cluster-up: setup ## start a standalone Flink cluster (JobManager + TaskManager from PyFlink)
+	scripts/flink-cluster.sh up
+
+submit: setup ## submit the Vigil job to the standalone cluster with `flink run`
+	scripts/flink-cluster.sh submit
+
+cluster-down: ## stop the standalone Flink cluster
+	scripts/flink-cluster.sh down
+
+clean: ## remove runs, caches of services and trained artifacts (keeps the virtualenv and jars)
+	scripts/services.sh reset
+	rm -rf runs $(ARTIFACTS) .pytest_cache

@@ -1,0 +1,144 @@
+"""The Vigil job: Kafka metrics in, scored alerts, forecasts and dead letters out.
+
+Run locally on the embedded MiniCluster::
+
+    python -m jobs.vigil_job --config flink-conf/vigil.yaml
+
+or submit to a standalone cluster with ``flink run -py jobs/vigil_job.py --config ...``
+(``make submit``). Wiring only: the scoring lives in :mod:`models.pipeline`, the Flink shells in
+:mod:`operators.functions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common.serialization import SimpleStringSchema
+from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream.connectors.kafka import (
+    DeliveryGuarantee,
+    KafkaRecordSerializationSchema,
+    KafkaSink,
+)
+from pyflink.table import StreamTableEnvironment
+
+from jobs.config import ROOT, VigilConfig
+from operators.functions import DEAD_LETTERS, FORECASTS, EventTime, ParseValidate, ScoreEntity, ScoreSeries
+
+CONNECTOR_JAR = ROOT / ".cache" / "jars" / "flink" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+_STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
+
+
+def flink_configuration(cfg: VigilConfig) -> Configuration:
+    """Flink settings the job needs wherever it runs (MiniCluster or a standalone cluster)."""
+    conf = Configuration()
+    conf.set_string("python.execution-mode", cfg.job.python_execution_mode)
+    conf.set_string("python.executable", sys.executable)
+    # thread mode's embedded interpreter needs the virtualenv's packages and the project on its path
+    conf.set_string("python.pythonpath", os.pathsep.join([sysconfig.get_paths()["purelib"], str(ROOT)]))
+    if not CONNECTOR_JAR.exists():
+        raise FileNotFoundError(f"{CONNECTOR_JAR} is missing: run scripts/fetch-jars.sh (make setup)")
+    conf.set_string("pipeline.jars", CONNECTOR_JAR.as_uri())
+    conf.set_string("pipeline.name", cfg.job.name)
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
+    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    return conf
+
+
+def _sql_props(props: dict[str, str]) -> str:
+    return "".join(f",\n  'properties.{k}' = '{v}'" for k, v in sorted(props.items()))
+
+
+def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
+    exactly = cfg.job.delivery == "exactly_once"
+    b = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(SimpleStringSchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE if exactly else DeliveryGuarantee.AT_LEAST_ONCE)
+    )
+    if exactly:
+        b = b.set_transactional_id_prefix(f"{cfg.job.name}-{cfg.kafka.group_id}-{suffix}")
+        b = b.set_property("transaction.timeout.ms", str(cfg.kafka.transaction_timeout_ms))
+    for k, v in cfg.kafka.client_properties().items():
+        b = b.set_property(k, v)
+    return b.build()
+
+
+def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment:
+    """Wire the job graph onto a new environment; ``bounded`` stops at the topic's current end."""
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
+    env.set_parallelism(cfg.job.parallelism)
+    env.enable_checkpointing(
+        cfg.job.checkpoint_interval_ms,
+        CheckpointingMode.EXACTLY_ONCE if cfg.job.delivery == "exactly_once" else CheckpointingMode.AT_LEAST_ONCE,
+    )
+    t_env = StreamTableEnvironment.create(env)
+    k = cfg.kafka
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE vigil_metrics_raw (
+          payload BYTES,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{k.topics.metrics}',
+          'properties.bootstrap.servers' = '{k.bootstrap_servers}',
+          'properties.group.id' = '{k.group_id}',
+          'properties.auto.offset.reset' = 'earliest',
+          'scan.startup.mode' = '{_STARTUP[k.startup]}',
+          {"'scan.bounded.mode' = 'latest-offset'," if bounded else ""}
+          'format' = 'raw'{_sql_props(k.client_properties())}
+        )""")
+    raw = t_env.to_data_stream(t_env.from_path("vigil_metrics_raw"))
+
+    parsed = raw.process(ParseValidate(k.topics.metrics, cfg.validation.limits()),
+                         output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
+    timed = parsed.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.job.out_of_orderness_ms))
+        .with_timestamp_assigner(EventTime())
+        .with_idleness(Duration.of_seconds(30))
+    ).name("event-time")
+    registry = str(cfg.registry.path())
+    scored = (
+        timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
+        .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, k.topics.metrics),
+                 output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("score-series")
+    )
+    alerts = (
+        scored.key_by(lambda s: s.service, key_type=Types.STRING())
+        .process(ScoreEntity(cfg.scoring, cfg.alerts, registry, cfg.redis.url, cfg.redis.refresh_s),
+                 output_type=Types.STRING())
+        .name("score-entity")
+    )
+    alerts.sink_to(_sink(cfg, k.topics.alerts, "alerts")).name("alerts-sink")
+    scored.get_side_output(FORECASTS).sink_to(_sink(cfg, k.topics.forecasts, "forecasts")).name("forecasts-sink")
+    dead = parsed.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS))
+    dead.sink_to(_sink(cfg, k.topics.dead_letters, "dead-letters")).name("dead-letters-sink")
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="vigil-job", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "flink-conf" / "vigil.yaml"), help="job YAML file")
+    ap.add_argument("--bounded", action="store_true", help="stop at the metrics topic's current end")
+    args = ap.parse_args(argv)
+    cfg = VigilConfig.load(Path(args.config))
+    env = build(cfg, bounded=args.bounded)
+    env.execute(cfg.job.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""The scoring logic of the job, free of Flink: what happens to one record of one key.
+
+Two logic classes, each with ``on_record`` and explicit, versioned state encodings, so that the
+Flink operators in ``operators/`` only move state in and out and can be tested without a JVM:
+
+- :class:`SeriesLogic`, keyed by series: rolling features, detector with a per-series adaptive
+  threshold, forecaster (every ``forecast_every`` samples and on every candidate) with
+  time-to-breach; it emits a :class:`Scored` record per sample and, now and then, a forecast.
+- :class:`EntityLogic`, keyed by service: the latest metric vector of each entity (service
+  instance), the clusterer with centroids adapted online, the classifier, business impact,
+  recommended actions, and grouping (dedup) of candidates into alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from models.artifact import ArtifactStore, resolve_version
+from models.classifier import ClassifierModel
+from models.clusterer import ClustererModel
+from models.config import AlertConfig, ScoringConfig
+from models.detector import DetectorModel
+from models.features import (
+    DETECTOR_FEATURES,
+    ENTITY_METRICS,
+    SeriesWindow,
+    classifier_features,
+    entity_vector,
+    metric_kind,
+)
+from models.forecaster import ForecasterModel
+from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
+
+ALERT_SCHEMA = "vigil.alert/v1"
+FORECAST_SCHEMA = "vigil.forecast/v1"
+SERIES_STATE = "series_state/v1"
+ENTITY_STATE = "entity_state/v1"
+MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+RELATED_WINDOW_MS = 5 * 60_000
+
+
+def iso(ts_ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC."""
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ModelBundle:
+    """One loaded, verified version of each of the four models."""
+
+    detector: DetectorModel
+    forecaster: ForecasterModel
+    clusterer: ClustererModel
+    classifier: ClassifierModel
+
+    @classmethod
+    def load(cls, root: str | Path, redis_client: Any | None = None) -> ModelBundle:
+        """Load the serving version of every model (Redis ``production`` pointer, else the latest)."""
+        store = ArtifactStore(root)
+        loaders = {"detector": DetectorModel, "forecaster": ForecasterModel, "clusterer": ClustererModel,
+                   "classifier": ClassifierModel}
+        got = {}
+        for name, kind in loaders.items():
+            version = resolve_version(name, store, redis_client)
+            if version is None:
+                raise FileNotFoundError(f"no version of model '{name}' in {root}: run `make retrain` first")
+            got[name] = kind.from_store(store, version)
+        return cls(**got)
+
+    def versions(self) -> dict[str, str]:
+        return {n: getattr(self, n).version for n in MODEL_NAMES}
+
+
+class Scored(NamedTuple):
+    """What the series operator tells the entity operator about one sample."""
+
+    series: str
+    service: str
+    metric: str
+    tags: tuple[tuple[str, str], ...]
+    entity: str | None
+    ts_ms: int
+    value: float
+    score: float
+    threshold: float
+    trigger: str  # "" | "detector" | "forecast"
+    det: tuple[float, ...] | None
+    expected: float
+    forecast: tuple[dict, ...] | None
+    time_to_breach_s: float | None
+    limit: float | None
+    versions: tuple[str, str]  # detector, forecaster
+
+
+@dataclass
+class SeriesState:
+    """Everything kept per series (state name ``series_state/v1``)."""
+
+    window: SeriesWindow = field(default_factory=SeriesWindow)
+    threshold: tuple[float, float, float] | None = None
+    since_forecast: int = 0
+    breach_streak: int = 0
+
+    _TAIL = struct.Struct("<BdddII")
+
+    def to_bytes(self) -> bytes:
+        t = self.threshold or (0.0, 0.0, -1.0)
+        return self._TAIL.pack(1, *t, self.since_forecast, self.breach_streak) + self.window.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SeriesState:
+        ver, m, v, n, since, streak = cls._TAIL.unpack_from(data)
+        if ver != 1:
+            raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
+        thr = None if n < 0 else (m, v, n)
+        return cls(SeriesWindow.from_bytes(data[cls._TAIL.size:]), thr, since, streak)
+
+
+class SeriesLogic:
+    """Scores one sample of one series against that series' own history."""
+
+    def __init__(self, cfg: ScoringConfig, models: ModelBundle) -> None:
+        self.cfg = cfg
+        self.models = models
+
+    def limit_for(self, metric: str) -> float | None:
+        lim = self.cfg.limits.get(metric)
+        if lim is None:
+            lim = self.cfg.limits.get(metric_kind(metric))
+        return None if lim is None else float(lim)
+
+    def on_record(self, state: SeriesState | None, ev: Any, entity_tag: str) -> tuple[SeriesState, Scored, str | None]:
+        """Fold event ``ev`` (a :class:`udfs.parse.MetricEvent`) into ``state``.
+
+        Returns the new state, the scored sample, and a forecast record (JSON) when one was made.
+        """
+        st = state or SeriesState()
+        w = st.window
+        det_m, fc_m = self.models.detector, self.models.forecaster
+        x = ev.value
+        score, thr, trigger, det = 0.0, 1.0, "", None
+        expected = w.robust()[0] if w.n else x
+        if w.n >= self.cfg.warmup:
+            det = w.detector_features(x)
+            score = det_m.score_one(det)
+            at = det_m.new_threshold(st.threshold)
+            thr = at.threshold
+            at.update(score)
+            st.threshold = at.to_tuple()
+            if score >= thr:
+                trigger = "detector"
+        w.update(ev.ts_ms, x)
+        st.since_forecast += 1
+        forecast = ttb = None
+        limit = self.limit_for(ev.metric)
+        fc_json = None
+        if w.n >= self.cfg.warmup and (trigger or st.since_forecast >= self.cfg.forecast_every):
+            rows, anchor, scale = w.forecaster_rows()
+            forecast = tuple(fc_m.forecast(rows, anchor, scale))
+            if limit is not None:
+                ttb = fc_m.time_to_breach(forecast, x, limit)
+                soon = ttb is not None and ttb <= self.cfg.breach_alert_within_min * 60
+                st.breach_streak = st.breach_streak + 1 if soon else 0
+                if not trigger and st.breach_streak >= 2:
+                    trigger = "forecast"
+            if st.since_forecast >= self.cfg.forecast_every:
+                st.since_forecast = 0
+                fc_json = json.dumps({
+                    "schema": FORECAST_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
+                    "tags": dict(ev.tags), "event_time": iso(ev.ts_ms), "value": x,
+                    "horizons": [_round_fc(f) for f in forecast], "interval": 0.8,
+                    "time_to_breach_s": None if ttb is None else round(ttb, 1), "limit": limit,
+                    "model_version": fc_m.version,
+                }, separators=(",", ":"))
+        scored = Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x, score, thr,
+                        trigger, tuple(det) if det is not None else None, expected, forecast, ttb, limit,
+                        (det_m.version, fc_m.version))
+        return st, scored, fc_json
+
+
+def _round_fc(f: dict) -> dict:
+    return {"horizon_min": f["horizon_min"], "value": _r(f["value"]), "lower": _r(f["lower"]),
+            "upper": _r(f["upper"])}
+
+
+def _r(v: float) -> float:
+    return float(f"{v:.6g}")
+
+
+@dataclass
+class EntityState:
+    """Per-service state (state name ``entity_state/v1``), encoded as explicit JSON."""
+
+    latest: dict[str, dict[str, float]] = field(default_factory=dict)
+    clusters: dict[str, list[float]] = field(default_factory=dict)  # entity -> [eval_ts, cid, dist, outlier, streak]
+    centroids: list[list[float]] | None = None
+    centroids_of: str | None = None  # clusterer version the centroids were adapted from
+    recent: list[list[Any]] = field(default_factory=list)  # [ts_ms, series] of recent candidates
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # category -> open alert group
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"v": 1, "latest": self.latest, "clusters": self.clusters, "centroids": self.centroids,
+                           "centroids_of": self.centroids_of, "recent": self.recent, "groups": self.groups},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EntityState:
+        d = json.loads(data)
+        if d.get("v") != 1:
+            raise ValueError(f"{ENTITY_STATE}: cannot read state version {d.get('v')}")
+        return cls(d["latest"], d["clusters"], d["centroids"], d["centroids_of"], d["recent"], d["groups"])
+
+
+class EntityLogic:
+    """Turns scored samples of one service into alerts: cluster, classify, weigh, group."""
+
+    def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, models: ModelBundle,
+                 context: Callable[[str], dict[str, Any]]) -> None:
+        self.scoring = scoring
+        self.alerts = alerts
+        self.models = models
+        self.context = context
+
+    def _cluster(self, st: EntityState, entity: str, ts_ms: int) -> list[float] | None:
+        """Re-assign ``entity`` at most once a minute of event time; adapt centroids on normal points."""
+        cl = self.models.clusterer
+        prev = st.clusters.get(entity)
+        if prev is not None and ts_ms - prev[0] < 60_000:
+            return prev
+        vec = entity_vector(st.latest.get(entity, {}))
+        if all(v is None for v in vec):
+            return None
+        if st.centroids is None or st.centroids_of != cl.version:
+            st.centroids, st.centroids_of = cl.centroids.tolist(), cl.version
+        cents = np.asarray(st.centroids, dtype=np.float32)
+        full = cl.impute(vec, cents)
+        cid, dist, outlier = cl.assign(full, cents)
+        if outlier < 0.5 and self.scoring.cluster_adapt_rate > 0:
+            st.centroids = cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate).tolist()
+        streak = (prev[4] + 1) if (prev is not None and outlier >= self.scoring.cluster_alert_above) else (
+            1.0 if outlier >= self.scoring.cluster_alert_above else 0.0)
+        res = [float(ts_ms), float(cid), dist, outlier, streak]
+        st.clusters[entity] = res
+        return res
+
+    def on_record(self, state: EntityState | None, s: Scored, now_ms: int) -> tuple[EntityState, list[str]]:
+        """Fold one scored sample in; return the new state and the alerts (JSON) to emit."""
+        st = state or EntityState()
+        entity = s.entity
+        cluster = None
+        trigger = s.trigger
+        if entity is not None:
+            if s.metric in ENTITY_METRICS:
+                st.latest.setdefault(entity, {})[s.metric] = s.value
+            cluster = self._cluster(st, entity, s.ts_ms)
+            if (not trigger and cluster is not None and cluster[4] >= 3 and s.metric in ENTITY_METRICS
+                    and s.det is not None and cluster[0] == float(s.ts_ms)):
+                trigger = "cluster"
+        if not trigger:
+            return st, []
+        st.recent = [r for r in st.recent if s.ts_ms - r[0] <= RELATED_WINDOW_MS]
+        related = sorted({r[1] for r in st.recent if r[1] != s.series})
+        st.recent.append([s.ts_ms, s.series])
+        return st, self._alert(st, s, trigger, cluster, related, now_ms)
+
+    def _alert(self, st: EntityState, s: Scored, trigger: str, cluster: list[float] | None,
+               related: list[str], now_ms: int) -> list[str]:
+        m = self.models
+        ctx = {**DEFAULT_CONTEXT, **(self.context(s.service) or {})}
+        det = list(s.det) if s.det is not None else [0.0] * len(DETECTOR_FEATURES)
+        if trigger == "cluster":
+            score, threshold = cluster[3], self.scoring.cluster_alert_above  # type: ignore[index]
+        else:
+            score, threshold = s.score, s.threshold
+        cand = {
+            "score": score, "threshold": threshold, "det": det,
+            "cluster_outlier": cluster[3] if cluster else 0.0, "time_to_breach_s": s.time_to_breach_s,
+            "criticality": float(ctx["criticality"]), "related_anomalies": len(related), "ts_ms": s.ts_ms,
+            "metric": s.metric, "owner": ctx["owner"], "text": f"{s.service} {s.metric} {ctx['description']}",
+        }
+        cls = m.classifier.predict_proba(classifier_features(cand))
+        category = max(cls["category"], key=cls["category"].get)
+        priority = max(cls["priority"], key=cls["priority"].get)
+        team = max(cls["team"], key=cls["team"].get)
+        fp = cls["fp"]
+        if trigger == "forecast":
+            ttb = s.time_to_breach_s or 0.0
+            severity = "critical" if ttb < 1800 else ("high" if ttb < 7200 else "medium")
+        elif trigger == "cluster":
+            severity = "high" if score >= 0.97 else "medium"
+        else:
+            severity = m.detector.severity(score, threshold)
+        suppressed = fp >= self.alerts.suppress_fp_above
+
+        group = st.groups.get(category)
+        if group is not None and s.ts_ms - group["last"] > self.alerts.dedup_window_s * 1000:
+            group = None
+        if group is not None:
+            group["last"] = s.ts_ms
+            group["count"] += 1
+            if s.series not in group["related"] and len(group["related"]) < self.alerts.max_related:
+                group["related"].append(s.series)
+            escalate = SEVERITY_RANK[severity] > SEVERITY_RANK[group["severity"]]
+            reopen = group["suppressed"] and not suppressed
+            if not (escalate or reopen):
+                return []
+            group["revision"] += 1
+            group["severity"] = max(severity, group["severity"], key=SEVERITY_RANK.__getitem__)
+            group["suppressed"] = suppressed
+            status = "escalated" if escalate else "open"
+        else:
+            fingerprint = hashlib.sha1(f"{s.service}|{category}".encode()).hexdigest()[:16]
+            alert_id = hashlib.sha1(f"{fingerprint}|{s.ts_ms}".encode()).hexdigest()[:20]
+            group = {"alert_id": alert_id, "fingerprint": fingerprint, "start": s.ts_ms, "last": s.ts_ms,
+                     "count": 1, "revision": 0, "severity": severity, "suppressed": suppressed,
+                     "related": [s.series]}
+            st.groups[category] = group
+            status = "suppressed" if suppressed else "open"
+        # drop groups that have been quiet for longer than the window: the state stays bounded
+        for cat in [c for c, g in st.groups.items() if s.ts_ms - g["last"] > self.alerts.dedup_window_s * 1000]:
+            del st.groups[cat]
+
+        n_entities = max(len(st.latest), 1)
+        involved = {r.split("|", 2)[2] for r in group["related"]}
+        frac = 1.0 if s.entity is None else min(len(involved) / n_entities, 1.0)
+        explanation = m.detector.explain(det)[:3]
+        fc = s.forecast
+        alert = {
+            "schema": ALERT_SCHEMA,
+            "alert_id": group["alert_id"],
+            "fingerprint": group["fingerprint"],
+            "revision": group["revision"],
+            "status": status,
+            "trigger": trigger,
+            "series": {"key": s.series, "service": s.service, "metric": s.metric, "tags": dict(s.tags),
+                       "entity": s.entity},
+            "window": {"start": iso(group["start"]), "end": iso(s.ts_ms), "candidates": group["count"]},
+            "event_time": iso(s.ts_ms),
+            "emitted_at": iso(now_ms),
+            "value": _r(s.value),
+            "expected_value": _r(s.expected),
+            "anomaly": {"score": round(score, 4), "threshold": round(threshold, 4),
+                        "detector_score": round(s.score, 4)},
+            "severity": severity,
+            "priority": priority,
+            "category": category,
+            "team": team,
+            "false_positive_probability": round(fp, 4),
+            "classifier": {"priority": _rd(cls["priority"]), "category": _rd(cls["category"]),
+                           "team": _rd(cls["team"])},
+            "impact": business_impact(category, severity, ctx, frac),
+            "forecast": {
+                "interval": 0.8,
+                "horizons": [_round_fc(f) for f in fc] if fc else [],
+                "time_to_breach_s": None if s.time_to_breach_s is None else round(s.time_to_breach_s, 1),
+                "limit": s.limit,
+            },
+            "cluster": None if cluster is None else {
+                "id": int(cluster[1]), "distance": round(cluster[2], 4), "outlier_score": round(cluster[3], 4)},
+            "explanation": {
+                "top_features": [{"feature": f, "deviation_iqr": round(v, 3)} for f, v in explanation],
+                "summary": _summary(s, trigger, explanation, cluster),
+            },
+            "recommended_actions": recommended_actions(category, s.metric, s.service, s.entity, trigger,
+                                                       s.time_to_breach_s, s.limit, len(related)),
+            "related_series": group["related"],
+            "models": {"detector": s.versions[0], "forecaster": s.versions[1], "clusterer": m.clusterer.version,
+                       "classifier": m.classifier.version},
+        }
+        return [json.dumps(alert, separators=(",", ":"))]
+
+
+def _rd(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in d.items()}
+
+
+def _summary(s: Scored, trigger: str, explanation: list[tuple[str, float]], cluster: list[float] | None) -> str:
+    where = f"{s.service}/{s.entity}" if s.entity else s.service
+    if trigger == "forecast" and s.time_to_breach_s is not None:
+        return (f"{s.metric} of {where} is {s.value:.4g} and forecast to cross {s.limit:g} "
+                f"in {s.time_to_breach_s / 3600:.1f} h.")
+    if trigger == "cluster" and cluster is not None:
+        return (f"{where} has moved away from its peers' cluster {int(cluster[1])} "
+                f"(distance {cluster[2]:.3f}, outlier score {cluster[3]:.2f}).")
+    feats = ", ".join(f"{f} {v:+.1f} IQR" for f, v in explanation)
+    return f"{s.metric} of {where} is {s.value:.4g} where {s.expected:.4g} was expected; driven by {feats}."
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)

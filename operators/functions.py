@@ -1,0 +1,141 @@
+"""The Flink functions of the job: thin shells that move state in and out of the logic classes.
+
+Every function opens its ONNX sessions once, in ``open()``. State descriptors carry their schema
+version in the name. Records between operators are small tuples (pickled by PyFlink); long-lived
+state is the explicit byte encodings of :mod:`models.pipeline`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyflink.common import Types
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+
+from models.config import AlertConfig, ScoringConfig
+from models.context import ContextCache, connect
+from models.pipeline import (
+    ENTITY_STATE,
+    SERIES_STATE,
+    EntityLogic,
+    EntityState,
+    ModelBundle,
+    SeriesLogic,
+    SeriesState,
+)
+from udfs.parse import DeadLetter, ParseLimits, parse_record
+
+DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+FORECASTS = OutputTag("forecasts", Types.STRING())
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ParseValidate(ProcessFunction):
+    """Raw Kafka rows (payload, partition, offset) -> metric events; refusals -> dead letters."""
+
+    def __init__(self, topic: str, limits: ParseLimits) -> None:
+        self.topic = topic
+        self.limits = limits
+
+    def open(self, ctx: RuntimeContext) -> None:
+        group = ctx.get_metrics_group()
+        self.bad = group.counter("dead_letters")
+        self.good = group.counter("events")
+
+    def process_element(self, row, ctx):
+        payload = bytes(row[0]) if row[0] is not None else b""
+        now = _now_ms()
+        out = parse_record(payload, now, self.limits)
+        if isinstance(out, DeadLetter):
+            self.bad.inc()
+            yield DEAD_LETTERS, out.to_json(payload, self.topic, row[1], row[2], now)
+            return
+        for ev in out:
+            self.good.inc()
+            yield ev
+
+
+class EventTime(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return value.ts_ms
+
+
+class ScoreSeries(KeyedProcessFunction):
+    """Keyed by series: features, detector, adaptive threshold, forecaster."""
+
+    def __init__(self, scoring: ScoringConfig, registry_root: str, redis_url: str, topic: str) -> None:
+        self.scoring = scoring
+        self.registry_root = registry_root
+        self.redis_url = redis_url
+        self.topic = topic
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.state = ctx.get_state(ValueStateDescriptor(SERIES_STATE, Types.PICKLED_BYTE_ARRAY()))
+        self.logic = SeriesLogic(self.scoring, ModelBundle.load(self.registry_root, _redis_or_none(self.redis_url)))
+        self.late = ctx.get_metrics_group().counter("late_events")
+
+    def process_element(self, ev, ctx):
+        wm = ctx.timer_service().current_watermark()
+        if ev.ts_ms < wm:
+            self.late.inc()
+            now = _now_ms()
+            detail = f"event time {ev.ts_ms} is behind the watermark {wm} (series {ev.series})"
+            yield DEAD_LETTERS, DeadLetter("late_event", detail).to_json(
+                _event_json(ev), self.topic, -1, -1, now)
+            return
+        raw = self.state.value()
+        st = SeriesState.from_bytes(raw) if raw is not None else None
+        st, scored, fc = self.logic.on_record(st, ev, self.scoring.entity_tag)
+        self.state.update(st.to_bytes())
+        if fc is not None:
+            yield FORECASTS, fc
+        yield scored
+
+
+class ScoreEntity(KeyedProcessFunction):
+    """Keyed by service: clusterer over entity vectors, classifier, impact, grouping into alerts."""
+
+    def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, registry_root: str, redis_url: str,
+                 refresh_s: int) -> None:
+        self.scoring = scoring
+        self.alerts = alerts
+        self.registry_root = registry_root
+        self.redis_url = redis_url
+        self.refresh_s = refresh_s
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.state = ctx.get_state(ValueStateDescriptor(ENTITY_STATE, Types.PICKLED_BYTE_ARRAY()))
+        client = _redis_or_none(self.redis_url)
+        self.context = ContextCache(client, self.refresh_s)
+        self.context.refresh()
+        self.logic = EntityLogic(self.scoring, self.alerts, ModelBundle.load(self.registry_root, client),
+                                 self.context)
+        self.alert_count = ctx.get_metrics_group().counter("alerts")
+
+    def process_element(self, scored, ctx):
+        raw = self.state.value()
+        st = EntityState.from_bytes(raw) if raw is not None else None
+        st, alerts = self.logic.on_record(st, scored, _now_ms())
+        self.state.update(st.to_bytes())
+        for a in alerts:
+            self.alert_count.inc()
+            yield a
+
+
+def _redis_or_none(url: str):
+    try:
+        return connect(url)
+    except Exception:  # noqa: BLE001 - a bad URL must not stop scoring; context stays empty
+        return None
+
+
+def _event_json(ev) -> bytes:
+    import json
+
+    return json.dumps({"metric": ev.metric, "value": ev.value, "timestamp": ev.ts_ms, "service": ev.service,
+                       "tags": dict(ev.tags)}).encode()

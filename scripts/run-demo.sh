@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make run`: start Kafka and Redis unless they already run, make sure model versions exist,
+# run the demo (jobs/demo.py), and stop only what this script started.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+py="$root/.venv/bin/python"
+started=0
+if ! scripts/services.sh status | grep -q "kafka: running" || ! scripts/services.sh status | grep -q "redis: running"; then
+  scripts/services.sh up
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ]; then scripts/services.sh down; fi; }
+trap cleanup EXIT
+"$py" -m training ensure --store "${ARTIFACTS:-artifacts}"
+"$py" -m jobs.demo "$@"

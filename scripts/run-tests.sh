@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make test`: start the real Kafka and Redis the integration tests need (on ports of their own),
+# run pytest, and stop them whatever happens.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export VIGIL_KAFKA_PORT="${VIGIL_TEST_KAFKA_PORT:-19092}"
+export VIGIL_KAFKA_CONTROLLER_PORT="${VIGIL_TEST_KAFKA_CONTROLLER_PORT:-19093}"
+export VIGIL_REDIS_PORT="${VIGIL_TEST_REDIS_PORT:-16390}"
+export VIGIL_KAFKA_BOOTSTRAP="127.0.0.1:$VIGIL_KAFKA_PORT"
+export VIGIL_REDIS_URL="redis://127.0.0.1:$VIGIL_REDIS_PORT/0"
+export VIGIL_SERVICES_RUN="$root/.cache/test-run"
+scripts/services.sh up
+trap 'scripts/services.sh down' EXIT
+"$root/.venv/bin/python" -m pytest "$@"
