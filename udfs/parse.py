@@ -182,7 +182,7 @@ def _timestamp(v: object) -> int:
         except ValueError:
             try:
                 return _timestamp(float(v))
-            except _Bad:
+            except (_Bad, ValueError):
                 raise _Bad("wrong_type", f"field 'timestamp' is not ISO-8601 or epoch: {v[:40]!r}") from None
         if dt.tzinfo is None:
             raise _Bad("wrong_type", f"field 'timestamp' has no time zone: {v[:40]!r}")

@@ -1,0 +1,54 @@
+"""Job configuration: the shipped file loads; bad keys and values fail with specific messages."""
+
+import pytest
+
+from jobs.config import DEFAULT_CONFIG, VigilConfig
+from models.config import ConfigError
+
+
+def test_shipped_config_is_valid():
+    cfg = VigilConfig.load(DEFAULT_CONFIG)
+    assert cfg.job.python_execution_mode == "thread"
+    assert cfg.job.delivery == "exactly_once"
+    assert cfg.kafka.topics.metrics and cfg.scoring.limits["memory_util"] == 100
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"alerts": {"dedup_window_s": -5}},
+         "The 'dedup_window_s' parameter of AlertConfig must be a positive integer. Got -5."),
+        ({"job": {"delivery": "maybe"}}, "The 'delivery' parameter of JobConfig must be one of"),
+        ({"scoring": {"cluster_adapt_rate": 2}}, "The 'cluster_adapt_rate' parameter of ScoringConfig must be a number"),
+        ({"alerts": {"dedup": 1}}, "Unknown key(s) ['dedup'] in section 'alerts'"),
+        ({"kafka": {"topics": {"alerts": ""}}}, "The 'alerts' parameter of TopicsConfig must be a non-empty string"),
+        ({"redis": {"url": "http://x"}}, "The 'url' parameter of RedisConfig must be a redis:// URL"),
+        ({"nonsense": {}}, "Unknown section(s) ['nonsense']"),
+    ],
+)
+def test_bad_values_fail_at_build_time_with_specific_messages(override, message):
+    with pytest.raises(ConfigError) as e:
+        VigilConfig.load(DEFAULT_CONFIG, overrides=override)
+    assert message in str(e.value)
+
+
+def test_environment_substitution_and_security_pass_through(monkeypatch):
+    monkeypatch.setenv("VIGIL_KAFKA_BOOTSTRAP", "broker-1:9093")
+    monkeypatch.setenv("VIGIL_KAFKA_PROP_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("VIGIL_KAFKA_PROP_SASL_MECHANISM", "SCRAM-SHA-512")
+    cfg = VigilConfig.load(DEFAULT_CONFIG, overrides={"kafka": {"properties": {"ssl.truststore.location": "/t.jks"}}})
+    assert cfg.kafka.bootstrap_servers == "broker-1:9093"
+    assert cfg.kafka.client_properties() == {
+        "ssl.truststore.location": "/t.jks",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+    }
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        VigilConfig.load(tmp_path / "nope.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("job: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        VigilConfig.load(p)
