@@ -83,11 +83,8 @@ def job_lag(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str, topic:
     """(records the job has committed, records in the topic)."""
     tp = TopicPartition(topic, 0)
     end = consumer.end_offsets([tp])[tp]
-    try:
-        offs = admin.list_consumer_group_offsets(group)
-        done = offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
-    except Exception:  # noqa: BLE001 - the group may not exist until the first checkpoint
-        done = 0
+    offs = admin.list_group_offsets(group).get(group, {})
+    done = offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
     return done, end
 
 
@@ -156,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
     ap.add_argument("--out", default=None, help="run folder (default runs/demo-<UTC time>)")
     args = ap.parse_args(argv)
+    # a TERM (from make, CI or a user) must still stop the job this process started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else ROOT / "runs" / f"demo-{run_id}"

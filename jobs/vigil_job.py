@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.kafka import (
     DeliveryGuarantee,
     KafkaRecordSerializationSchema,
@@ -76,6 +76,32 @@ def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
     return b.build()
 
 
+def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, DataStream]:
+    """The job graph from raw rows ``(payload bytes, partition, offset)`` to (alerts, forecasts, dead letters)."""
+    parsed = raw.process(ParseValidate(cfg.kafka.topics.metrics, cfg.validation.limits()),
+                         output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
+    timed = parsed.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.job.out_of_orderness_ms))
+        .with_timestamp_assigner(EventTime())
+        .with_idleness(Duration.of_seconds(30))
+    ).name("event-time")
+    registry = str(cfg.registry.path())
+    scored = (
+        timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
+        .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, cfg.kafka.topics.metrics),
+                 output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("score-series")
+    )
+    alerts = (
+        scored.key_by(lambda s: s.service, key_type=Types.STRING())
+        .process(ScoreEntity(cfg.scoring, cfg.alerts, registry, cfg.redis.url, cfg.redis.refresh_s),
+                 output_type=Types.STRING())
+        .name("score-entity")
+    )
+    dead = parsed.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS))
+    return alerts, scored.get_side_output(FORECASTS), dead
+
+
 def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment:
     """Wire the job graph onto a new environment; ``bounded`` stops at the topic's current end."""
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
@@ -102,30 +128,9 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
           'format' = 'raw'{_sql_props(k.client_properties())}
         )""")
     raw = t_env.to_data_stream(t_env.from_path("vigil_metrics_raw"))
-
-    parsed = raw.process(ParseValidate(k.topics.metrics, cfg.validation.limits()),
-                         output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
-    timed = parsed.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.job.out_of_orderness_ms))
-        .with_timestamp_assigner(EventTime())
-        .with_idleness(Duration.of_seconds(30))
-    ).name("event-time")
-    registry = str(cfg.registry.path())
-    scored = (
-        timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
-        .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, k.topics.metrics),
-                 output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("score-series")
-    )
-    alerts = (
-        scored.key_by(lambda s: s.service, key_type=Types.STRING())
-        .process(ScoreEntity(cfg.scoring, cfg.alerts, registry, cfg.redis.url, cfg.redis.refresh_s),
-                 output_type=Types.STRING())
-        .name("score-entity")
-    )
+    alerts, forecasts, dead = wire(cfg, raw)
     alerts.sink_to(_sink(cfg, k.topics.alerts, "alerts")).name("alerts-sink")
-    scored.get_side_output(FORECASTS).sink_to(_sink(cfg, k.topics.forecasts, "forecasts")).name("forecasts-sink")
-    dead = parsed.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS))
+    forecasts.sink_to(_sink(cfg, k.topics.forecasts, "forecasts")).name("forecasts-sink")
     dead.sink_to(_sink(cfg, k.topics.dead_letters, "dead-letters")).name("dead-letters-sink")
     return env
 
