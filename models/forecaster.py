@@ -1,0 +1,97 @@
+"""Multi-horizon forecaster runtime with split-conformal prediction intervals and time to breach.
+
+The ONNX graph is a gradient-boosted regressor on ``FORECASTER_FEATURES``: one row per horizon
+in ``FORECAST_HORIZONS_MIN``, predicting ``(x(t+h) - anchor) / scale`` where ``anchor`` and
+``scale`` come from :meth:`models.features.SeriesWindow.forecaster_rows`. Intervals are
+split-conformal: the manifest holds, per horizon and level, the quantile of ``|residual|`` (in
+scale units) on data held out from training, so an 80% interval covers about 80% of futures
+like those it was calibrated on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.artifact import ArtifactStore, LoadedModel
+from models.features import FORECAST_HORIZONS_MIN, FORECASTER_FEATURES
+
+NAME = "forecaster"
+LEVELS = ("0.8", "0.95")
+
+
+class ForecasterModel:
+    """Point forecasts and intervals for the horizons the model was trained on."""
+
+    name = NAME
+    features = FORECASTER_FEATURES
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        if tuple(loaded.feature_schema) != FORECASTER_FEATURES:
+            raise ValueError(f"ForecasterModel needs the forecaster feature schema; got {loaded.feature_schema}")
+        post = loaded.postprocessing
+        self.loaded = loaded
+        self.horizons: tuple[int, ...] = tuple(int(h) for h in post["horizons_min"])
+        if self.horizons != FORECAST_HORIZONS_MIN:
+            raise ValueError(f"forecaster {loaded.version} was trained for horizons {self.horizons}, the features "
+                             f"are built for {FORECAST_HORIZONS_MIN}")
+        self.interval_halfwidth: dict[str, list[float]] = {
+            lvl: [float(v) for v in post["conformal"]["abs_residual_quantile"][lvl]] for lvl in LEVELS}
+        self._out = ["y"]
+        self._run = loaded._fast.run if loaded._fast is not None else None
+
+    @classmethod
+    def from_store(cls, store: ArtifactStore, version: str | None = None) -> ForecasterModel:
+        return cls(store.load(NAME, version, FORECASTER_FEATURES))
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Normalised predictions ``(x(t+h) - anchor) / scale`` for feature rows (n, 6); one ONNX call."""
+        x = np.ascontiguousarray(rows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(FORECASTER_FEATURES):
+            raise ValueError(f"rows must have shape (n, {len(FORECASTER_FEATURES)}). Got {x.shape}.")
+        if self._run is not None:
+            return self._run(self._out, {"X": x}, None)[0].reshape(-1)  # type: ignore[no-any-return]
+        return self.loaded.run({"X": x}, self._out)[0].reshape(-1)
+
+    def forecast(self, rows: np.ndarray, anchor: float, scale: float, level: float = 0.8) -> list[dict[str, Any]]:
+        """One dict per horizon: ``horizon_min``, ``value`` and the ``lower``/``upper`` bounds of the
+        ``level`` interval (0.8 or 0.95), in the series' own units. ``rows`` is (5, 6), one per horizon.
+        """
+        key = f"{level:g}"
+        if key not in self.interval_halfwidth:
+            raise ValueError(f"The 'level' parameter of ForecasterModel.forecast must be one of "
+                             f"{[float(v) for v in LEVELS]}. Got {level!r}.")
+        if len(rows) != len(self.horizons):
+            raise ValueError(f"rows must hold one row per horizon {self.horizons}. Got {len(rows)} rows.")
+        pred = self.predict(rows)
+        hw = self.interval_halfwidth[key]
+        out = []
+        for i, h in enumerate(self.horizons):
+            v = anchor + float(pred[i]) * scale
+            w = hw[i] * scale
+            out.append({"horizon_min": h, "value": v, "lower": v - w, "upper": v + w})
+        return out
+
+    @staticmethod
+    def time_to_breach(forecast: Sequence[dict[str, Any]], last_value: float, limit: float) -> float | None:
+        """Seconds until the point forecast first reaches ``limit`` (an upper limit).
+
+        The path runs linearly from ``(0, last_value)`` through each ``(horizon, value)``; 0 if
+        ``last_value`` is already at or over the limit, ``None`` if the path stays below it up to
+        the last horizon.
+        """
+        if last_value >= limit:
+            return 0.0
+        t0, v0 = 0.0, float(last_value)
+        for f in forecast:
+            t1, v1 = float(f["horizon_min"]) * 60.0, float(f["value"])
+            if v1 >= limit:
+                return t0 + (t1 - t0) * (limit - v0) / (v1 - v0)
+            t0, v0 = t1, v1
+        return None
