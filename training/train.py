@@ -1,0 +1,767 @@
+"""Train, evaluate, export, parity-check and publish the four Vigil models.
+
+``train_all(store_root, seed, quick)`` is the whole pipeline: generate labelled scenarios
+(:mod:`training.simulate`), replay them through the job's feature code, fit each model, export
+it to ONNX, check the ONNX output against scikit-learn on fixed data, evaluate on scenarios it
+was not trained on, and only when all four pass write four new artifact versions.
+
+Which data trains what (``s = seed * 1000``; every scenario has its own incidents):
+
+==============  =========================================  ====================================
+model           fit on                                     evaluated on
+==============  =========================================  ====================================
+detector        clean points of s+1..3 (8 h, 8 instances)  s+99 (8 h, 8 instances)
+                thresholds and ensemble weight on s+4
+forecaster      s+11..13 (72 h, 2 instances)               s+98 (72 h); intervals from s+14
+clusterer       normal entity steps of s+1..3 and s+11..13 s+99 (peer-drift entities)
+classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
+==============  =========================================  ====================================
+
+Everything is seeded and single-threaded where threads could reorder floating-point sums, so
+the same seed gives byte-identical ONNX and the same content-addressed versions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from models.artifact import ArtifactStore, LoadedModel, content_version, schema_entries
+from models.classifier import HEADS, LABELS, ClassifierModel
+from models.clusterer import ClustererModel
+from models.detector import DetectorModel, TailCalibration, adaptive_thresholds
+from models.features import (
+    CLASSIFIER_FEATURES,
+    CLUSTERER_FEATURES,
+    DETECTOR_FEATURES,
+    FORECAST_HORIZONS_MIN,
+    FORECASTER_FEATURES,
+    SERIES_WINDOW_STATE,
+    classifier_features,
+)
+from models.forecaster import LEVELS, ForecasterModel
+from training import evaluate as ev
+from training.candidates import build_candidates
+from training.data import Extract, ScenarioSpec, extract, fingerprint
+from training.export import (
+    assert_parity,
+    hist_gradient_boosting_heads_to_onnx,
+    hist_gradient_boosting_regressor_to_onnx,
+    isolation_forest_to_onnx,
+    kmeans_distance_onnx,
+    run_onnx,
+)
+from training.simulate import SERVICES, incident_series
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES: tuple[str, ...] = ("detector", "forecaster", "clusterer", "classifier")
+
+# Detector post-processing search space (chosen on the validation scenario, never the test one).
+CALIBRATION_PROBS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+LOG10_RANGE = 6.0
+WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+BASE_GRID = tuple(float(b) for b in np.round(np.arange(0.30, 0.951, 0.025), 3))
+K_GRID = (0.0, 2.0, 3.0, 4.0, 6.0)
+ALPHA_GRID = (0.02, 0.05, 0.1)
+THRESHOLD_WARMUP = 10
+# Severity bands: quantiles of how far true-incident alerts on the validation scenario rose above
+# their threshold (as a share of the room above it): half of real-incident alerts are "low", 30%
+# "medium", 15% "high", the strongest 5% "critical"; false alarms, which score lower, are mostly "low".
+SEVERITY_QUANTILES = {"medium": 0.5, "high": 0.8, "critical": 0.95}
+
+PARITY_ROWS = 2000
+FORECASTER_TREES = 60
+# Boosting iterations per classifier head (trees = iterations x classes, 1 for the binary fp head).
+# Sized for a ~10 us batch-of-one call: each tree walk costs ~20 ns, each output ~1 us.
+CLASSIFIER_ITERATIONS = {"priority": 12, "category": 12, "team": 4, "fp": 30}
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train on. ``quick`` shrinks every scenario (for tests); figures are then rougher."""
+
+    seed: int = 1
+    quick: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**20:
+            raise ValueError(f"The 'seed' parameter of TrainConfig must be an integer in [0, 2**20). Got {self.seed!r}.")
+        for name in ("quick", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"The '{name}' parameter of TrainConfig must be a bool. Got {getattr(self, name)!r}.")
+
+    def specs(self) -> dict[str, list[ScenarioSpec]]:
+        """The scenarios of each role (see the module docstring)."""
+        s = self.seed * 1000
+        if self.quick:
+            det_h, cls_h, fc_train_h, fc_h, n_cls = 6.0, 6.0, 48.0, 36.0, 2
+            det_train = [ScenarioSpec(s + 1, det_h, 8, 10)]
+            fc_train = [ScenarioSpec(s + 11, fc_train_h, 2, 12)]
+        else:
+            det_h, cls_h, fc_h, n_cls = 8.0, 10.0, 72.0, 4
+            det_train = [ScenarioSpec(s + i, det_h, 8, 10) for i in (1, 2, 3)]
+            fc_train = [ScenarioSpec(s + i, fc_h, 2, 15) for i in (11, 12, 13)]
+        return {
+            "det_train": det_train,
+            "det_val": [ScenarioSpec(s + 4, det_h, 8, 10)],
+            "cls_train": [ScenarioSpec(s + 5 + i, cls_h, 8, 10) for i in range(n_cls)],
+            "eval": [ScenarioSpec(s + 99, det_h, 8, 10)],
+            "fc_train": fc_train,
+            "fc_cal": [ScenarioSpec(s + 14, fc_h, 2, 12 if self.quick else 15)],
+            "fc_eval": [ScenarioSpec(s + 98, fc_h, 2, 12 if self.quick else 15)],
+        }
+
+    @property
+    def if_fit_rows(self) -> int:
+        return 20_000 if self.quick else 60_000
+
+    @property
+    def cluster_rows(self) -> int:
+        return 8_000 if self.quick else 20_000
+
+
+@dataclass
+class Datasets:
+    """Replayed scenarios, by role."""
+
+    det_train: list[Extract]
+    det_val: Extract
+    test: Extract
+    fc_train: list[Extract]
+    fc_cal: Extract
+    fc_eval: Extract
+    cls_train: list[ScenarioSpec]
+
+
+@dataclass
+class Trained:
+    """A fitted, exported, parity-checked model, ready to be written."""
+
+    name: str
+    onnx_bytes: bytes
+    fields: dict[str, Any]
+    model: Any
+    evaluation: dict[str, Any]
+    plot: Callable[[Path], None] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+M = TypeVar("M")
+
+
+def runtime(cls: Callable[[LoadedModel], M], name: str, onnx_bytes: bytes, schema: Sequence[str],
+            postprocessing: dict[str, Any]) -> M:
+    """The runtime class of a not-yet-written artifact, through the same loader checks."""
+    manifest = {"name": name, "version": "unpublished", "feature_schema": schema_entries(schema),
+                "postprocessing": postprocessing}
+    return cls(LoadedModel.from_bytes(onnx_bytes, manifest, schema))
+
+
+def _sources(exts: Sequence[Extract] | Sequence[ScenarioSpec], role: str) -> list[dict]:
+    out = []
+    for e in exts:
+        spec = e.spec if isinstance(e, Extract) else e
+        out.append({"role": role, **spec.source()})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def prepare(cfg: TrainConfig) -> Datasets:
+    """Generate and replay every scenario the run needs."""
+    specs = cfg.specs()
+    jobs: list[tuple[str, ScenarioSpec, dict]] = []
+    for spec in specs["det_train"]:
+        jobs.append(("det_train", spec, {}))
+    jobs.append(("det_val", specs["det_val"][0], {"entities": False}))
+    jobs.append(("eval", specs["eval"][0], {}))
+    for spec in specs["fc_train"]:
+        jobs.append(("fc_train", spec, {"detector": False, "forecast_every": 10}))
+    jobs.append(("fc_cal", specs["fc_cal"][0], {"detector": False, "entities": False, "forecast_every": 10}))
+    jobs.append(("fc_eval", specs["fc_eval"][0], {"detector": False, "entities": False, "forecast_every": 15}))
+    out: dict[str, list[Extract]] = {}
+    for role, spec, kw in tqdm(jobs, desc="replaying scenarios", unit="scenario", disable=not cfg.progress):
+        e = extract(spec, **kw)
+        if role != "eval":
+            e.scenario.events = []  # the eval scenario is replayed again for candidates
+        out.setdefault(role, []).append(e)
+    return Datasets(out["det_train"], out["det_val"][0], out["eval"][0], out["fc_train"], out["fc_cal"][0],
+                    out["fc_eval"][0], specs["cls_train"])
+
+
+# --------------------------------------------------------------------------------------------
+# Detector
+# --------------------------------------------------------------------------------------------
+
+
+def _series_matrix(values: np.ndarray, series: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Left-align each series' values in time order into a (n_series, T) matrix; return the index to map back."""
+    order = np.lexsort((step, series))
+    s_sorted = series[order]
+    n_series = int(series.max()) + 1
+    counts = np.bincount(series, minlength=n_series)
+    pos = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    mat = np.zeros((n_series, int(counts.max())))
+    mat[s_sorted, pos] = values[order]
+    return mat, (order, s_sorted, pos)
+
+
+def _unmatrix(mat: np.ndarray, idx: tuple) -> np.ndarray:
+    order, s_sorted, pos = idx
+    out = np.empty(order.size)
+    out[order] = mat[s_sorted, pos]
+    return out
+
+
+def _pairs_per_incident(ext: Extract) -> dict[int, int]:
+    d = ext.detector
+    assert d is not None
+    present = set(np.unique(d.series).tolist())
+    keys = {k: i for i, k in enumerate(d.keys)}
+    return {i: sum(1 for k in incident_series(inc, ext.spec.instances) if keys.get(k) in present)
+            for i, inc in enumerate(d.incidents)}
+
+
+def _dynamic_thresholds(scores: np.ndarray, ext: Extract, k: float, alpha: float) -> np.ndarray:
+    d = ext.detector
+    assert d is not None
+    mat, idx = _series_matrix(scores, d.series, d.step)
+    return _unmatrix(adaptive_thresholds(mat, 0.0, k, alpha, THRESHOLD_WARMUP), idx)
+
+
+def _alerts_eval(scores: np.ndarray, ext: Extract, base: float, k: float, alpha: float) -> dict[str, Any]:
+    d = ext.detector
+    assert d is not None
+    thr = np.maximum(base, _dynamic_thresholds(scores, ext, k, alpha))
+    alert = scores >= thr
+    return {"alert": alert, "threshold": thr, **ev.alert_f1(alert, d.label, d.incident, d.series, _pairs_per_incident(ext))}
+
+
+def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
+    """Isolation forest on clean points + robust statistics, calibrated; weight and threshold from validation."""
+    from sklearn.ensemble import IsolationForest
+
+    t0 = time.perf_counter()
+    clean = np.concatenate([e.detector.X[e.detector.clean] for e in data.det_train])  # type: ignore[union-attr]
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(len(clean))
+    n_fit = min(len(clean) // 2, cfg.if_fit_rows)
+    X_fit, X_cal = clean[perm[:n_fit]], clean[perm[n_fit:n_fit + 4 * cfg.if_fit_rows]]
+    forest = IsolationForest(n_estimators=100, max_samples=256, random_state=cfg.seed, n_jobs=1).fit(X_fit)
+    onnx_bytes = isolation_forest_to_onnx(forest, len(DETECTOR_FEATURES))
+
+    val, test = data.det_val.detector, data.test.detector
+    assert val is not None and test is not None
+    Xp = np.concatenate([X_cal[: PARITY_ROWS // 2], val.X[val.label][: PARITY_ROWS // 2]])
+    parity = assert_parity("detector", run_onnx(onnx_bytes, {"X": Xp})[0], forest.score_samples(Xp), atol=1e-5)
+
+    raw_if = -run_onnx(onnx_bytes, {"X": X_cal})[0].astype(np.float64)
+    raw_stat = np.abs(X_cal[:, [0, 3]]).max(axis=1).astype(np.float64)
+    cal_if = TailCalibration.fit(raw_if, CALIBRATION_PROBS, LOG10_RANGE)
+    cal_stat = TailCalibration.fit(raw_stat, CALIBRATION_PROBS, LOG10_RANGE)
+    q1, med, q3 = np.percentile(clean, [25, 50, 75], axis=0)
+    post: dict[str, Any] = {
+        "output": "score_samples = sklearn IsolationForest.score_samples (higher = more normal)",
+        "stat_raw": "max(|z_robust|, |z_fast_shift|)",
+        "calibration": {"iforest": cal_if.to_dict(), "stat": cal_stat.to_dict(),
+                        "method": "empirical CDF of normal data, exponential tail beyond the last quantile; "
+                                  "score = min(1, -log10(tail probability) / log10_range)"},
+        "ensemble": {"iforest_weight": 0.5},
+        "threshold": {"base": 0.5, "k": 0.0, "alpha": 0.05, "warmup": THRESHOLD_WARMUP,
+                      "rule": "max(base, ewma_mean + k * ewma_std) of the series' scores"},
+        "severity_bands": {"medium": 0.1, "high": 0.3, "critical": 0.6},
+        "explain": {"median": med, "iqr": np.maximum(q3 - q1, 1e-6), "unit": "training IQR"},
+    }
+    model = runtime(DetectorModel, "detector", onnx_bytes, DETECTOR_FEATURES, post)
+
+    # ensemble weight: best average precision on validation points
+    iso_v, stat_v = model.components(val.X)
+    aps = {w: ev.average_precision(val.label, w * iso_v + (1 - w) * stat_v) or 0.0 for w in WEIGHT_GRID}
+    weight = max(WEIGHT_GRID, key=lambda w: (round(aps[w], 6), w))
+    score_v = weight * iso_v + (1 - weight) * stat_v
+
+    # adaptive threshold: best alert-precision / incident-recall F1 on validation
+    best: tuple | None = None
+    pairs = _pairs_per_incident(data.det_val)
+    for k in K_GRID:
+        for alpha in ALPHA_GRID if k > 0 else (0.05,):
+            dyn = _dynamic_thresholds(score_v, data.det_val, k, alpha)
+            for base in BASE_GRID:
+                alert = score_v >= np.maximum(base, dyn)
+                f = ev.alert_f1(alert, val.label, val.incident, val.series, pairs)
+                key = (round(f["f1"], 6), base, -k)
+                if best is None or key > best[0]:
+                    best = (key, base, k, alpha, f)
+    assert best is not None
+    _, base, k, alpha, f_val = best
+    thr_v = np.maximum(base, _dynamic_thresholds(score_v, data.det_val, k, alpha))
+    tp = (score_v >= thr_v) & val.label
+    excess = (score_v[tp] - thr_v[tp]) / np.maximum(1.0 - thr_v[tp], 1e-9)
+    bands = {name: float(np.quantile(excess, q)) if excess.size else 0.0 for name, q in SEVERITY_QUANTILES.items()}
+    post["ensemble"] = {"iforest_weight": weight, "validation_average_precision": aps}
+    post["threshold"].update({"base": base, "k": k, "alpha": alpha})
+    post["severity_bands"] = {**bands, "unit": "(score - threshold) / (1 - threshold)",
+                              "from": "quantiles 0.5/0.8/0.95 of true-incident alerts on validation"}
+    model = runtime(DetectorModel, "detector", onnx_bytes, DETECTOR_FEATURES, post)
+
+    # held-out evaluation
+    iso_t, stat_t = model.components(test.X)
+    score_t = model.score(test.X)
+    res = _alerts_eval(score_t, data.test, base, k, alpha)
+    per_kind: dict[str, Any] = {}
+    alert = res["alert"]
+    sev = [model.severity(float(a), float(b)) for a, b in zip(score_t[alert], res["threshold"][alert], strict=True)]
+    for kind in sorted(set(test.kind[test.label].tolist())):
+        incs = [i for i, inc in enumerate(test.incidents) if inc.kind == kind]
+        found = [i for i in incs if (alert & (test.incident == i)).any()]
+        m = test.kind == kind
+        per_kind[kind] = {"incidents": len(incs), "detected": len(found),
+                          "mean_score": float(score_t[m].mean()), "max_score": float(score_t[m].max())}
+    normal = ~test.label
+    evaluation = {
+        "test_scenario": data.test.spec.source(),
+        "points": int(test.X.shape[0]), "incident_points": int(test.label.sum()),
+        "average_precision": ev.average_precision(test.label, score_t),
+        "roc_auc": ev.roc_auc(test.label, score_t),
+        "average_precision_iforest_only": ev.average_precision(test.label, iso_t),
+        "average_precision_stat_only": ev.average_precision(test.label, stat_t),
+        "alert_precision": res["precision"], "incident_recall": res["recall"], "alert_f1": res["f1"],
+        "alerts": res["alerts"],
+        "severity_of_true_alerts": {lvl: int(sum(1 for x, ok in zip(sev, test.label[alert], strict=True)
+                                                if x == lvl and ok)) for lvl in ("low", "medium", "high", "critical")},
+        "severity_of_false_alerts": {lvl: int(sum(1 for x, ok in zip(sev, test.label[alert], strict=True)
+                                                 if x == lvl and not ok)) for lvl in ("low", "medium", "high", "critical")},
+        "false_alerts_per_1000_normal_points": float(1000 * (alert & normal).sum() / max(normal.sum(), 1)),
+        "mean_score_normal": float(score_t[normal].mean()),
+        "p99_score_normal": float(np.percentile(score_t[normal], 99)),
+        "per_kind": per_kind,
+        "validation": {"alert_f1": f_val["f1"], "alert_precision": f_val["precision"],
+                       "incident_recall": f_val["recall"]},
+        "parity_max_abs_error": parity, "parity_tolerance": 1e-5,
+    }
+    fields = {
+        "description": "Isolation forest (one TreeEnsembleRegressor) + robust statistics, calibrated ensemble",
+        "feature_schema": DETECTOR_FEATURES,
+        "inputs": [{"name": "X", "shape": [None, len(DETECTOR_FEATURES)], "dtype": "float32",
+                    "meaning": "SeriesWindow.detector_features(x) rows, computed before update(x)"}],
+        "outputs": [{"name": "score_samples", "shape": [None], "dtype": "float32",
+                     "meaning": "IsolationForest.score_samples: -2^(-E[h(x)]/c(max_samples)); higher = more "
+                                "normal. DetectorModel.score turns it into the calibrated ensemble score"}],
+        "training_data": {
+            "fingerprint": fingerprint(X_fit, X_cal, sources=_sources(data.det_train + [data.det_val], "train")),
+            "sources": _sources(data.det_train, "fit+calibration") + _sources([data.det_val], "validation"),
+            "rows": {"fit": int(len(X_fit)), "calibration": int(len(X_cal))},
+            "state_schema": SERIES_WINDOW_STATE},
+        "postprocessing": post,
+        "evaluation": evaluation,
+    }
+
+    def plot(path: Path) -> None:
+        ev.plot_detector(path, score_t, test.label, test.kind, base)
+
+    return Trained("detector", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
+                   {"forest": forest, "parity_X": Xp})
+
+
+# --------------------------------------------------------------------------------------------
+# Forecaster
+# --------------------------------------------------------------------------------------------
+
+
+def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
+    """Gradient boosting on normalised future deltas; split-conformal intervals per horizon."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    t0 = time.perf_counter()
+    tr = [e.forecast for e in data.fc_train]
+    X = np.concatenate([f.X for f in tr])  # type: ignore[union-attr]
+    y = np.concatenate([f.y for f in tr])  # type: ignore[union-attr]
+    # 60 trees of 31 leaves: within 3% of the MAE of 200 trees at a third of the per-row cost
+    reg = HistGradientBoostingRegressor(
+        loss="absolute_error", max_iter=FORECASTER_TREES, learning_rate=0.2, max_leaf_nodes=31,
+        min_samples_leaf=40, l2_regularization=1.0, early_stopping=False, random_state=cfg.seed)
+    with threadpool_limits(1):
+        reg.fit(X, y)
+    onnx_bytes = hist_gradient_boosting_regressor_to_onnx(reg, len(FORECASTER_FEATURES))
+    cal, test = data.fc_cal.forecast, data.fc_eval.forecast
+    assert cal is not None and test is not None
+    Xp = test.X[:PARITY_ROWS]
+    parity = assert_parity("forecaster", run_onnx(onnx_bytes, {"X": Xp})[0].ravel(), reg.predict(Xp),
+                           atol=1e-4, rtol=1e-5)
+
+    post: dict[str, Any] = {
+        "target": "(x(t+h) - anchor) / scale with (rows, anchor, scale) = SeriesWindow.forecaster_rows()",
+        "horizons_min": list(FORECAST_HORIZONS_MIN),
+        "conformal": {"abs_residual_quantile": {lvl: [1.0] * len(FORECAST_HORIZONS_MIN) for lvl in LEVELS}},
+    }
+    model = runtime(ForecasterModel, "forecaster", onnx_bytes, FORECASTER_FEATURES, post)
+    res_cal = np.abs(model.predict(cal.X).astype(np.float64) - cal.y)
+    hw = {lvl: [ev.conformal_quantile(res_cal[cal.horizon == h], float(lvl)) for h in FORECAST_HORIZONS_MIN]
+          for lvl in LEVELS}
+    post["conformal"] = {"abs_residual_quantile": hw, "unit": "scale", "method": "split conformal, per horizon",
+                         "calibration_rows": int(len(cal.y))}
+    model = runtime(ForecasterModel, "forecaster", onnx_bytes, FORECASTER_FEATURES, post)
+
+    pred = model.predict(test.X).astype(np.float64)
+    err, naive = np.abs(pred - test.y), np.abs(test.y)
+    per_h: dict[str, Any] = {}
+    for i, h in enumerate(FORECAST_HORIZONS_MIN):
+        m = test.horizon == h
+        leak = m & (test.kind == "memory_leak")
+        per_h[str(h)] = {
+            "mae": float(err[m].mean()), "naive_mae": float(naive[m].mean()),
+            "coverage_80": float((err[m] <= hw["0.8"][i]).mean()),
+            "coverage_95": float((err[m] <= hw["0.95"][i]).mean()),
+            "leak_mae": float(err[leak].mean()) if leak.any() else None,
+            "leak_naive_mae": float(naive[leak].mean()) if leak.any() else None,
+        }
+    hw_rows = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in test.horizon])
+    leak = test.kind == "memory_leak"
+    evaluation = {
+        "test_scenario": data.fc_eval.spec.source(), "rows": int(len(test.y)), "unit": "series scale (robust sd)",
+        "mae": float(err.mean()), "naive_mae": float(naive.mean()),
+        "mae_ratio_vs_naive": float(err.mean() / max(naive.mean(), 1e-12)),
+        "leak_mae": float(err[leak].mean()) if leak.any() else None,
+        "leak_naive_mae": float(naive[leak].mean()) if leak.any() else None,
+        "coverage_80": float((err <= hw_rows).mean()),
+        "per_horizon": per_h,
+        "parity_max_abs_error": parity, "parity_tolerance": "1e-4 + 1e-5 * |y|",
+    }
+    fields = {
+        "description": "HistGradientBoostingRegressor (absolute error) on normalised future deltas, "
+                       "one TreeEnsembleRegressor",
+        "feature_schema": FORECASTER_FEATURES,
+        "inputs": [{"name": "X", "shape": [None, len(FORECASTER_FEATURES)], "dtype": "float32",
+                    "meaning": "SeriesWindow.forecaster_rows() rows, one per horizon in horizons_min"}],
+        "outputs": [{"name": "y", "shape": [None, 1], "dtype": "float32",
+                     "meaning": "(x(t+h) - anchor) / scale; value = anchor + y * scale"}],
+        "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train, "train")),
+                          "sources": _sources(data.fc_train, "fit") + _sources([data.fc_cal], "conformal"),
+                          "rows": int(len(y))},
+        "postprocessing": post,
+        "evaluation": evaluation,
+    }
+
+    def plot(path: Path) -> None:
+        ev.plot_forecast(path, _forecast_panels(test, pred, hw))
+
+    return Trained("forecaster", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
+                   {"regressor": reg, "parity_X": Xp})
+
+
+def _forecast_panels(test: Any, pred: np.ndarray, hw: dict[str, list[float]], step_min: float = 1.0
+                     ) -> list[dict[str, Any]]:
+    """Rolling forecasts of the held-out series with the most memory-leak rows, at 60 and 360 min."""
+    leak = test.kind == "memory_leak"
+    si = int(np.bincount(test.series[leak]).argmax()) if leak.any() else int(test.series[0])
+    panels = []
+    for h in (60, 360):
+        i = FORECAST_HORIZONS_MIN.index(h)
+        m = (test.series == si) & (test.horizon == h)
+        o = np.argsort(test.step[m], kind="stable")
+        v = test.anchor[m][o] + pred[m][o] * test.scale[m][o]
+        sc = test.scale[m][o]
+        t_h = (test.step[m][o] * step_min + h) / 60.0
+        panels.append({"title": f"{test.keys[si]} - horizon {h} min", "t_hours": t_h, "pred": v,
+                       "actual": test.actual[m][o], "naive": test.anchor[m][o],
+                       "lo80": v - hw["0.8"][i] * sc, "hi80": v + hw["0.8"][i] * sc,
+                       "lo95": v - hw["0.95"][i] * sc, "hi95": v + hw["0.95"][i] * sc})
+    return panels
+
+
+# --------------------------------------------------------------------------------------------
+# Clusterer
+# --------------------------------------------------------------------------------------------
+
+
+def fit_clusterer(cfg: TrainConfig, data: Datasets) -> Trained:
+    """KMeans on normal entity vectors, k by silhouette; distance quantiles per cluster."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    t0 = time.perf_counter()
+    sources = data.det_train + data.fc_train
+    X_all = np.concatenate([e.entities.X[e.entities.kind == ""] for e in sources])  # type: ignore[union-attr]
+    rng = np.random.default_rng(cfg.seed + 1)
+    X = X_all[np.sort(rng.permutation(len(X_all))[: cfg.cluster_rows])]
+    sil: dict[int, float] = {}
+    fits = {}
+    with threadpool_limits(1):
+        for k in range(3, 9):
+            km = KMeans(n_clusters=k, n_init=4, random_state=cfg.seed).fit(X)
+            sil[k] = float(silhouette_score(X, km.labels_, sample_size=min(3000, len(X)), random_state=cfg.seed))
+            fits[k] = km
+    k_best = max(sil, key=lambda k: (round(sil[k], 4), -k))
+    km = fits[k_best]
+    centroids = km.cluster_centers_.astype(np.float32)
+    onnx_bytes = kmeans_distance_onnx(len(CLUSTERER_FEATURES))
+
+    test = data.test.entities
+    assert test is not None
+    Xp = np.concatenate([X[: PARITY_ROWS // 2], test.X[: PARITY_ROWS // 2]])
+    with threadpool_limits(1):
+        want = km.transform(Xp)
+    parity = assert_parity("clusterer", run_onnx(onnx_bytes, {"X": Xp, "C": centroids})[0], want, atol=1e-5)
+
+    d_train = run_onnx(onnx_bytes, {"X": X, "C": centroids})[0].astype(np.float64)
+    lab = d_train.argmin(axis=1)
+    dmin = d_train[np.arange(len(X)), lab]
+    p50 = [float(np.percentile(dmin[lab == c], 50)) for c in range(k_best)]
+    p99 = [float(np.percentile(dmin[lab == c], 99)) for c in range(k_best)]
+    sizes = np.bincount(lab, minlength=k_best).tolist()
+    post = {"centroids": centroids, "distance_quantiles": {"p50": p50, "p99": p99},
+            "outlier_score": "1 - 2^(-max(0, (d - p50_c) / (p99_c - p50_c)))",
+            "k": k_best, "silhouette": {str(k): v for k, v in sil.items()}, "cluster_sizes": sizes}
+    model = runtime(ClustererModel, "clusterer", onnx_bytes, CLUSTERER_FEATURES, post)
+
+    d = model.distances(test.X).astype(np.float64)
+    cid = d.argmin(axis=1)
+    out = model.outlier_scores(cid, d[np.arange(len(cid)), cid])
+    normal = test.kind == ""
+    drift = test.kind == "peer_drift"
+    grown = drift & (test.frac >= 0.25)
+    svc = np.asarray([test.entities[e][0] for e in test.entity])
+    evaluation = {
+        "test_scenario": data.test.spec.source(), "k": k_best, "silhouette": sil[k_best],
+        "peer_drift_auc": ev.roc_auc(grown[normal | grown], out[normal | grown]),
+        "peer_drift_auc_all_steps": ev.roc_auc(drift[normal | drift], out[normal | drift]),
+        "mean_outlier_normal": float(out[normal].mean()),
+        "mean_outlier_peer_drift_grown": float(out[grown].mean()) if grown.any() else None,
+        "normal_above_0.5": float((out[normal] >= 0.5).mean()),
+        "peer_drift_grown_above_0.5": float((out[grown] >= 0.5).mean()) if grown.any() else None,
+        "adjusted_rand_vs_service": float(adjusted_rand_score(svc[normal], cid[normal])),
+        "parity_max_abs_error": parity, "parity_tolerance": 1e-5,
+    }
+    dominant = []
+    train_svc_names = list(SERVICES)
+    for c in range(k_best):
+        # the service whose baseline the centroid is closest to, for the plot labels
+        dominant.append(train_svc_names[int(np.argmin([np.linalg.norm(centroids[c] - test.X[svc == s].mean(axis=0))
+                                                       if (svc == s).any() else np.inf
+                                                       for s in train_svc_names]))])
+    fields = {
+        "description": f"KMeans (k={k_best}) distances with centroids as an input",
+        "feature_schema": CLUSTERER_FEATURES,
+        "inputs": [{"name": "X", "shape": [None, len(CLUSTERER_FEATURES)], "dtype": "float32",
+                    "meaning": "entity_vector() of a service instance (missing slots imputed)"},
+                   {"name": "C", "shape": ["k", len(CLUSTERER_FEATURES)], "dtype": "float32",
+                    "meaning": "centroids (trained ones in postprocessing.centroids, or adapted online)"}],
+        "outputs": [{"name": "distances", "shape": [None, "k"], "dtype": "float32",
+                     "meaning": "Euclidean distance of each X row to each centroid"}],
+        "training_data": {"fingerprint": fingerprint(X, sources=_sources(sources, "train")),
+                          "sources": _sources(sources, "normal entity steps"), "rows": int(len(X))},
+        "postprocessing": post,
+        "evaluation": evaluation,
+    }
+
+    def plot(path: Path) -> None:
+        ev.plot_clusters(path, sizes, dominant, out[grown], out[normal])
+
+    return Trained("clusterer", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
+                   {"kmeans": km, "parity_X": Xp})
+
+
+# --------------------------------------------------------------------------------------------
+# Classifier
+# --------------------------------------------------------------------------------------------
+
+
+def _candidate_rows(cands: list[tuple[dict, dict]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    X = np.asarray([classifier_features(c) for c, _ in cands], dtype=np.float32).reshape(-1, len(CLASSIFIER_FEATURES))
+    y = {h: np.asarray([str(lab[h]) for _, lab in cands], dtype=object) for h in HEADS}
+    return X, y
+
+
+def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, forecaster: ForecasterModel,
+                   clusterer: ClustererModel) -> Trained:
+    """One gradient-boosted classifier per head on candidates the upstream models raise."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    t0 = time.perf_counter()
+    train: list[tuple[dict, dict]] = []
+    for spec in tqdm(data.cls_train, desc="building candidates", unit="scenario", disable=not cfg.progress):
+        train += build_candidates(spec.build(), detector, forecaster, clusterer, instances=spec.instances)
+    test_c = build_candidates(data.test.scenario, detector, forecaster, clusterer, instances=data.test.spec.instances)
+    X, y = _candidate_rows(train)
+    Xt, yt = _candidate_rows(test_c)
+    heads = []
+    with threadpool_limits(1):
+        for h in HEADS:
+            if len(set(y[h].tolist())) < 2:
+                raise ValueError(f"classifier head {h!r} has a single class {set(y[h].tolist())} in the training "
+                                 f"candidates; generate more scenarios")
+            clf = HistGradientBoostingClassifier(max_iter=CLASSIFIER_ITERATIONS[h], learning_rate=0.3,
+                                                 max_leaf_nodes=15, min_samples_leaf=10, l2_regularization=1.0,
+                                                 early_stopping=False, random_state=cfg.seed)
+            heads.append((h, clf.fit(X, y[h])))
+    onnx_bytes = hist_gradient_boosting_heads_to_onnx(heads, len(CLASSIFIER_FEATURES))
+    Xp = np.concatenate([Xt, X])[:PARITY_ROWS]
+    outs = run_onnx(onnx_bytes, {"X": Xp})
+    parity = max(assert_parity(f"classifier/{h}", o, clf.predict_proba(Xp), atol=1e-5)
+                 for (h, clf), o in zip(heads, outs, strict=True))
+    post = {"classes": {h: [str(c) for c in clf.classes_] for h, clf in heads},
+            "fp_positive_class": "1",
+            "labels": {h: list(v) for h, v in LABELS.items()}}
+    model = runtime(ClassifierModel, "classifier", onnx_bytes, CLASSIFIER_FEATURES, post)
+
+    probs = model.predict_proba_batch(Xt)
+    evaluation: dict[str, Any] = {"test_scenario": data.test.spec.source(), "train_candidates": int(len(X)),
+                                  "test_candidates": int(len(Xt))}
+    for h, clf in heads:
+        pred = np.asarray(clf.classes_)[probs[h].argmax(axis=1)].astype(str)
+        if h == "fp":
+            fp_true = yt["fp"].astype(int)
+            p1 = probs["fp"][:, list(clf.classes_.astype(str)).index("1")]
+            evaluation["fp"] = {**ev.classification_metrics(yt[h].astype(str), pred, y[h].astype(str)),
+                                "auc": ev.roc_auc(fp_true, p1),
+                                "brier": float(np.mean((p1 - fp_true) ** 2)),
+                                "base_rate": float(fp_true.mean())}
+        else:
+            evaluation[h] = ev.classification_metrics(yt[h].astype(str), pred, y[h].astype(str))
+    evaluation["parity_max_abs_error"] = parity
+    evaluation["parity_tolerance"] = 1e-5
+    fields = {
+        "description": "Four HistGradientBoostingClassifier heads, one TreeEnsembleRegressor (softmax) each",
+        "feature_schema": CLASSIFIER_FEATURES,
+        "inputs": [{"name": "X", "shape": [None, len(CLASSIFIER_FEATURES)], "dtype": "float32",
+                    "meaning": "classifier_features(candidate) rows"}],
+        "outputs": [{"name": h, "shape": [None, len(clf.classes_)], "dtype": "float32",
+                     "meaning": f"P({h} = c) for c in postprocessing.classes.{h}"} for h, clf in heads],
+        "training_data": {"fingerprint": fingerprint(X, *[y[h] for h in HEADS],
+                                                     sources=_sources(data.cls_train, "train")),
+                          "sources": _sources(data.cls_train, "candidates"), "rows": int(len(X)),
+                          "upstream": {}},
+        "postprocessing": post,
+        "evaluation": evaluation,
+    }
+
+    def plot(path: Path) -> None:
+        ev.plot_classifier(path, yt["fp"].astype(int), probs["fp"][:, post["classes"]["fp"].index("1")])
+
+    return Trained("classifier", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
+                   {"heads": heads, "parity_X": Xp})
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------------
+
+
+def fit_all(cfg: TrainConfig, data: Datasets) -> dict[str, Trained]:
+    """Fit, export and parity-check all four models (raises :class:`~training.export.ParityError`)."""
+    steps = tqdm(total=4, desc="fitting models", unit="model", disable=not cfg.progress)
+    out: dict[str, Trained] = {}
+    try:
+        out["forecaster"] = fit_forecaster(cfg, data)
+        steps.update()
+        out["detector"] = fit_detector(cfg, data)
+        steps.update()
+        out["clusterer"] = fit_clusterer(cfg, data)
+        steps.update()
+        out["classifier"] = fit_classifier(cfg, data, out["detector"].model, out["forecaster"].model,
+                                           out["clusterer"].model)
+        steps.update()
+    finally:
+        steps.close()
+    # the classifier was trained on these exact upstream versions
+    up = out["classifier"].fields["training_data"]["upstream"]
+    for name in ("detector", "forecaster", "clusterer"):
+        f = out[name].fields
+        up[name] = content_version(out[name].onnx_bytes, f["feature_schema"], f["postprocessing"],
+                                   f["training_data"]["fingerprint"])
+    return {name: out[name] for name in MODEL_NAMES}
+
+
+def publish(store: ArtifactStore, trained: dict[str, Trained]) -> dict[str, str]:
+    """Write every trained model (parent = the store's previous latest); returns name -> version."""
+    return {name: store.write(name, t.onnx_bytes, t.fields) for name, t in trained.items()}
+
+
+@dataclass
+class TrainRun:
+    """What one training run produced."""
+
+    versions: dict[str, str]
+    previous: dict[str, str | None]
+    trained: dict[str, Trained]
+    timings: dict[str, float]
+    report_path: Path | None
+
+
+def run_training(store_root: str | Path, seed: int = 1, quick: bool = False, runs_dir: str | Path | None = "runs",
+                 progress: bool = True) -> TrainRun:
+    """:func:`train_all` with everything it produced (models, figures, timings, report path)."""
+    cfg = TrainConfig(seed=seed, quick=quick, progress=progress)
+    t0 = time.perf_counter()
+    data = prepare(cfg)
+    t_data = time.perf_counter() - t0
+    trained = fit_all(cfg, data)
+    t_fit = time.perf_counter() - t0 - t_data
+    store = ArtifactStore(store_root)
+    previous = {name: store.latest(name) for name in MODEL_NAMES}
+    versions = publish(store, trained)
+    timings = {"data_s": t_data, "fit_s": t_fit, "total_s": time.perf_counter() - t0,
+               **{f"{n}_s": t.seconds for n, t in trained.items()}}
+    path = report(Path(runs_dir), cfg, trained, versions, previous, timings) if runs_dir is not None else None
+    return TrainRun(versions, previous, trained, timings, path)
+
+
+def train_all(store_root: str | Path, seed: int = 1, quick: bool = False, runs_dir: str | Path | None = "runs",
+              progress: bool = True) -> dict[str, str]:
+    """Train, evaluate, export, parity-check and publish all four models; returns ``{name: version}``.
+
+    Nothing is written unless every model passes its parity check. With ``runs_dir`` set, a
+    ``train-<UTC time>/report.md`` with figures and plots is written there. The same seed and
+    ``quick`` flag give the same versions.
+    """
+    return run_training(store_root, seed, quick, runs_dir, progress).versions
+
+
+def missing_models(store_root: str | Path) -> list[str]:
+    """Models with no version in the store."""
+    store = ArtifactStore(store_root)
+    return [name for name in MODEL_NAMES if store.latest(name) is None]
+
+
+def report(runs_dir: Path, cfg: TrainConfig, trained: dict[str, Trained], versions: dict[str, str],
+           previous: dict[str, str | None], timings: dict[str, float]) -> Path:
+    """Write ``runs_dir/train-<UTC>/report.md`` and its plots; returns the report path."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    run_dir = runs_dir / f"train-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for name, t in trained.items():
+        if t.plot is not None:
+            t.plot(run_dir / f"{name}.png")
+            plots[name] = f"{name}.png"
+    header = {"created_at": _dt.datetime.now(_dt.UTC).isoformat(), "seed": cfg.seed, "quick": cfg.quick,
+              "versions": {n: f"{v} (parent {previous.get(n)})" for n, v in versions.items()},
+              "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+    sections = {name: {**t.fields["evaluation"], "postprocessing": _brief(t.fields["postprocessing"])}
+                for name, t in trained.items()}
+    return ev.write_report(run_dir, header, sections, plots)
+
+
+def _brief(post: dict[str, Any]) -> dict[str, Any]:
+    skip = {"calibration", "explain", "centroids"}
+    return {k: v for k, v in post.items() if k not in skip}
