@@ -9,7 +9,6 @@ or above its series' threshold one candidate dict shaped exactly as
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -68,7 +67,7 @@ def build_candidates(scenario: Scenario, detector: DetectorModel, forecaster: Fo
     windows: dict[str, SeriesWindow] = {}
     thresholds: dict[str, AdaptiveThreshold] = {}
     latest: dict[tuple[str, str], dict[str, float]] = {}
-    recent: dict[str, deque[int]] = {}
+    recent: dict[str, list[tuple[int, str]]] = {}
     out: list[tuple[dict, dict]] = []
     for ts, samples in iter_steps(scenario.events):
         for s in samples:
@@ -98,10 +97,12 @@ def build_candidates(scenario: Scenario, detector: DetectorModel, forecaster: Fo
             windows[s.key].update(ts, s.value)
 
         for s, row, sc, thr in fired:
-            q = recent.setdefault(s.service, deque())
-            while q and q[0] < ts - RELATED_WINDOW_MS:
-                q.popleft()
-            related = sum(1 for t in q if t < ts)
+            # as the job counts them (models.pipeline.EntityLogic): distinct other series of the
+            # service with a candidate in the last 5 minutes, earlier candidates of this step included
+            q = [r for r in recent.get(s.service, []) if ts - r[0] <= RELATED_WINDOW_MS]
+            related = len({r[1] for r in q if r[1] != s.key})
+            q.append((ts, s.key))
+            recent[s.service] = q
             ttb = None
             if s.metric in LIMITS:
                 rows_f, anchor, scale = windows[s.key].forecaster_rows()
@@ -122,8 +123,6 @@ def build_candidates(scenario: Scenario, detector: DetectorModel, forecaster: Fo
                 "text": f"{s.service} {s.metric} {spec.get('description', '')}",
             }
             out.append((cand, label_candidate(s.service, s.metric, s.key, ts, index)))
-        for s, *_ in fired:
-            recent[s.service].append(ts)
     return out
 
 

@@ -80,6 +80,8 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], train_l
         "majority_label": majority,
         "majority_accuracy": float(accuracy_score(yt, base)),
         "majority_macro_f1": float(f1_score(yt, base, average="macro", zero_division=0)),
+        # the most frequent label *of the test set* (not knowable in advance): a harder bar
+        "test_majority_accuracy": float(np.unique(yt, return_counts=True)[1].max() / max(yt.size, 1)),
         "n": int(yt.size),
     }
 
