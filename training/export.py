@@ -265,5 +265,5 @@ def assert_parity(name: str, got: np.ndarray, want: np.ndarray, atol: float, rto
     if bad.any():
         i = int(np.argmax(err))
         raise ParityError(f"{name}: {int(bad.sum())} of {bad.size} values differ beyond atol={atol} rtol={rtol}; "
-                          f"worst at flat index {i}: onnx {got.ravel()[i]!r} vs reference {want.ravel()[i]!r}")
+                          f"worst at flat index {i}: onnx {float(got.ravel()[i])!r} vs reference {float(want.ravel()[i])!r}")
     return float(err.max()) if err.size else 0.0

@@ -1,0 +1,44 @@
+"""`python -m training`: help, ensure, bench, and error exits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.artifact import ArtifactStore
+from training.__main__ import main
+from training.train import MODEL_NAMES
+
+
+@pytest.mark.parametrize("command", ["train", "ensure", "bench"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--store" in out
+    if command != "bench":
+        assert "--quick" in out and "--seed" in out
+
+
+def test_ensure_does_nothing_when_every_model_exists(trained_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {n: ArtifactStore(trained_store).versions(n) for n in MODEL_NAMES}
+    assert main(["ensure", "--store", str(trained_store)]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert {n: ArtifactStore(trained_store).versions(n) for n in MODEL_NAMES} == before
+
+
+def test_bench_prints_latencies(trained_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--store", str(trained_store), "-n", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == set(MODEL_NAMES)
+    assert all(v > 0 for m in out.values() for v in m.values())
+
+
+def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--store", str(tmp_path), "--seed", "-4", "--no-progress"]) == 2
+    assert "The 'seed' parameter of TrainConfig must be an integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fly"])
