@@ -129,7 +129,7 @@ def library_versions() -> dict[str, str | None]:
     for mod in ("sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "river"):
         try:
             out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional library is recorded, not fatal
+        except Exception:
             out[mod] = None
     return out
 
@@ -224,7 +224,7 @@ class LoadedModel:
             import onnxruntime as ort
 
             sess = ort.InferenceSession(onnx_bytes, session_options(), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several exception types
+        except Exception as exc:
             raise ArtifactError(f"onnxruntime cannot load {label}: {exc}") from exc
         model = cls(manifest, sess)
         model._smoke(label, len(tuple(expected_schema)))
@@ -245,7 +245,7 @@ class LoadedModel:
             feeds[inp.name] = np.zeros(shape, dtype=np.float32)
         try:
             outs = self.session.run(None, feeds)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ArtifactError(f"smoke inference failed for {label}: {exc}") from exc
         for name, arr in zip(self.output_names, outs, strict=True):
             a = np.asarray(arr)
@@ -261,7 +261,7 @@ def check_schema(manifest: Mapping[str, Any], expected_schema: Sequence[str], la
     got = tuple(str(e.get("name")) for e in entries)
     want = tuple(expected_schema)
     if got != want:
-        diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        diff = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
         g = got[diff] if diff < len(got) else "<end>"
         w = want[diff] if diff < len(want) else "<end>"
         raise ArtifactError(
@@ -469,7 +469,7 @@ def resolve_version(name: str, store: ArtifactStore, redis_client: Any | None = 
         key = REGISTRY_KEY.format(name=name)
         try:
             raw = redis_client.get(key)
-        except Exception as exc:  # noqa: BLE001 - any Redis failure means "use the local store"
+        except Exception as exc:
             log.warning("registry lookup %s failed (%s); using the store's latest", key, exc)
             raw = None
         if raw is not None:

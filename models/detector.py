@@ -18,6 +18,7 @@ A point is a candidate alert when its score reaches the series' :class:`Adaptive
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,13 +41,13 @@ class TailCalibration:
     ``log10_range``: ``-log10(p)`` that maps to 1.0.
     """
 
-    __slots__ = ("quantiles", "probs", "tail_scale", "log10_range", "_q", "_p", "_q_last", "_tail_p")
+    __slots__ = ("_p", "_q", "_q_last", "_tail_p", "log10_range", "probs", "quantiles", "tail_scale")
 
     def __init__(self, quantiles: Sequence[float], probs: Sequence[float], tail_scale: float,
                  log10_range: float) -> None:
         q = [float(v) for v in quantiles]
         p = [float(v) for v in probs]
-        if len(q) != len(p) or len(q) < 2 or any(b < a for a, b in zip(q, q[1:], strict=False)):
+        if len(q) != len(p) or len(q) < 2 or any(b < a for a, b in itertools.pairwise(q)):
             raise ValueError("The 'quantiles' of TailCalibration must be a non-decreasing list matching 'probs'.")
         if not tail_scale > 0 or not log10_range > 0:
             raise ValueError(f"TailCalibration needs tail_scale > 0 and log10_range > 0. Got {tail_scale}, "
@@ -111,7 +112,7 @@ class AdaptiveThreshold:
     seen the threshold is ``base``. State is three floats: ``to_tuple()`` / ``from_tuple()``.
     """
 
-    __slots__ = ("base", "k", "alpha", "warmup", "mean", "var", "n")
+    __slots__ = ("alpha", "base", "k", "mean", "n", "var", "warmup")
 
     def __init__(self, base: float, k: float, alpha: float = 0.05, warmup: int = 10,
                  mean: float = 0.0, var: float = 0.0, n: int = 0) -> None:
@@ -259,9 +260,10 @@ class DetectorModel:
 
     def new_threshold(self, state: Sequence[float] | None = None) -> AdaptiveThreshold:
         """A per-series threshold with this model's parameters (restored from ``state`` if given)."""
-        kw = {"base": self.threshold_base, "k": self.threshold_k, "alpha": self.threshold_alpha,
-              "warmup": self.threshold_warmup}
-        return AdaptiveThreshold.from_tuple(state, **kw) if state is not None else AdaptiveThreshold(**kw)
+        if state is not None:
+            return AdaptiveThreshold.from_tuple(state, base=self.threshold_base, k=self.threshold_k,
+                                                alpha=self.threshold_alpha, warmup=self.threshold_warmup)
+        return AdaptiveThreshold(self.threshold_base, self.threshold_k, self.threshold_alpha, self.threshold_warmup)
 
     def severity(self, score: float, threshold: float) -> str:
         """"critical" | "high" | "medium" | "low" from the excess over ``threshold`` (bands in the manifest)."""

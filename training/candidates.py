@@ -37,10 +37,8 @@ def label_candidate(service: str, metric: str, key: str, ts_ms: int, index: Inci
     crit = float(spec.get("criticality", 0.5))
     category = inc.category if inc else _category(metric)
     team = "sre" if category == "saturation" and metric in SRE_METRICS else spec.get("owner", "sre")
-    if inc is not None:
-        priority = "P1" if crit >= 0.9 else "P2"
-    else:
-        priority = "P3" if crit >= 0.9 else "P4"
+    critical = crit >= 0.9
+    priority = ("P1" if critical else "P2") if inc is not None else ("P3" if critical else "P4")
     return {"fp": 0 if inc else 1, "category": category, "team": team, "priority": priority,
             "incident": inc.id if inc else None, "incident_kind": inc.kind if inc else None,
             "service": service, "series": key}

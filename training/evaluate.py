@@ -66,7 +66,8 @@ def conformal_quantile(abs_residuals: np.ndarray, level: float) -> float:
     return float(r[k - 1])
 
 
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], train_labels: Sequence[str]) -> dict[str, Any]:
+def classification_metrics(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray,
+                           train_labels: Sequence[str] | np.ndarray) -> dict[str, Any]:
     """Accuracy and macro-F1 of a head, next to the majority-class baseline (majority of *training* labels)."""
     from sklearn.metrics import accuracy_score, f1_score
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -65,7 +66,7 @@ def _f32_floor(x: float) -> float:
     return float(f)
 
 
-def isolation_forest_to_onnx(forest, n_features: int) -> bytes:
+def isolation_forest_to_onnx(forest: Any, n_features: int) -> bytes:
     """sklearn ``IsolationForest`` -> ONNX computing ``forest.score_samples(X)`` as output ``score_samples`` (n,).
 
     Thresholds are rounded *down* to float32: the float32 input then takes exactly the branch
@@ -74,7 +75,7 @@ def isolation_forest_to_onnx(forest, n_features: int) -> bytes:
     """
     n_trees = len(forest.estimators_)
     subsample = forest._max_features != n_features
-    attrs: dict[str, list] = {k: [] for k in (
+    attrs: dict[str, Any] = {k: [] for k in (
         "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
         "nodes_truenodeids", "nodes_falsenodeids", "nodes_hitrates", "nodes_missing_value_tracks_true",
         "target_treeids", "target_nodeids", "target_ids", "target_weights")}
@@ -166,12 +167,12 @@ _TREE_KEYS = ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_value
               "target_treeids", "target_nodeids", "target_ids", "target_weights")
 
 
-def _hgb_tree_attributes(estimator, first_target: int) -> dict[str, list]:
+def _hgb_tree_attributes(estimator: Any, first_target: int) -> dict[str, Any]:
     """TreeEnsemble attributes of a fitted HistGradientBoosting model; tree k of an iteration feeds
     target ``first_target + k``. Thresholds are rounded down to float32 (exact branch parity)."""
     if getattr(estimator, "is_categorical_", None) is not None and np.any(estimator.is_categorical_):
         raise ValueError("categorical features are not supported by this exporter")
-    attrs: dict[str, list] = {k: [] for k in _TREE_KEYS}
+    attrs: dict[str, Any] = {k: [] for k in _TREE_KEYS}
     tree_id = 0
     for per_iteration in estimator._predictors:
         for k, predictor in enumerate(per_iteration):
@@ -202,7 +203,7 @@ def _hgb_tree_attributes(estimator, first_target: int) -> dict[str, list]:
     return attrs
 
 
-def hist_gradient_boosting_regressor_to_onnx(regressor, n_features: int) -> bytes:
+def hist_gradient_boosting_regressor_to_onnx(regressor: Any, n_features: int) -> bytes:
     """A fitted ``HistGradientBoostingRegressor`` as one ``TreeEnsembleRegressor``: output ``y`` (n, 1)
     equals ``regressor.predict(X)`` (identity link: squared, absolute or quantile loss)."""
     base = [float(v) for v in np.ravel(regressor._baseline_prediction)]
@@ -215,7 +216,7 @@ def hist_gradient_boosting_regressor_to_onnx(regressor, n_features: int) -> byte
     return _model(graph, ml=True)
 
 
-def hist_gradient_boosting_heads_to_onnx(heads: Sequence[tuple[str, object]], n_features: int) -> bytes:
+def hist_gradient_boosting_heads_to_onnx(heads: Sequence[tuple[str, Any]], n_features: int) -> bytes:
     """Several fitted ``HistGradientBoostingClassifier`` heads sharing the input ``X``, one output each.
 
     Each head is ONE ``TreeEnsembleRegressor`` node whose targets are the head's raw class scores
@@ -232,7 +233,7 @@ def hist_gradient_boosting_heads_to_onnx(heads: Sequence[tuple[str, object]], n_
         nodes_out.append(helper.make_node(
             "TreeEnsembleRegressor", ["X"], [name], name=f"{name}/trees", domain="ai.onnx.ml",
             n_targets=len(base) + int(binary), aggregate_function="SUM", post_transform="SOFTMAX",
-            base_values=[0.0] + base if binary else base, **_hgb_tree_attributes(clf, int(binary))))
+            base_values=[0.0, *base] if binary else base, **_hgb_tree_attributes(clf, int(binary))))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(clf.classes_)]))
     graph = helper.make_graph(nodes_out, "hgb_heads",
                               [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])], outputs)
@@ -265,5 +266,6 @@ def assert_parity(name: str, got: np.ndarray, want: np.ndarray, atol: float, rto
     if bad.any():
         i = int(np.argmax(err))
         raise ParityError(f"{name}: {int(bad.sum())} of {bad.size} values differ beyond atol={atol} rtol={rtol}; "
-                          f"worst at flat index {i}: onnx {float(got.ravel()[i])!r} vs reference {float(want.ravel()[i])!r}")
+                          f"worst at flat index {i}: onnx {float(got.ravel()[i])!r} "
+                          f"vs reference {float(want.ravel()[i])!r}")
     return float(err.max()) if err.size else 0.0

@@ -60,7 +60,7 @@ from training.export import (
     kmeans_distance_onnx,
     run_onnx,
 )
-from training.simulate import SERVICES, incident_series
+from training.simulate import incident_series
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**20:
-            raise ValueError(f"The 'seed' parameter of TrainConfig must be an integer in [0, 2**20). Got {self.seed!r}.")
+            raise ValueError(
+                f"The 'seed' parameter of TrainConfig must be an integer in [0, 2**20). Got {self.seed!r}.")
         for name in ("quick", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"The '{name}' parameter of TrainConfig must be a bool. Got {getattr(self, name)!r}.")
@@ -254,7 +255,13 @@ def _alerts_eval(scores: np.ndarray, ext: Extract, base: float, k: float, alpha:
     assert d is not None
     thr = np.maximum(base, _dynamic_thresholds(scores, ext, k, alpha))
     alert = scores >= thr
-    return {"alert": alert, "threshold": thr, **ev.alert_f1(alert, d.label, d.incident, d.series, _pairs_per_incident(ext))}
+    f = ev.alert_f1(alert, d.label, d.incident, d.series, _pairs_per_incident(ext))
+    return {"alert": alert, "threshold": thr, **f}
+
+
+def _count_severities(sev: list[str], true_alert: np.ndarray, want: bool) -> dict[str, int]:
+    return {lvl: sum(1 for s, ok in zip(sev, true_alert.tolist(), strict=True) if s == lvl and ok == want)
+            for lvl in ("low", "medium", "high", "critical")}
 
 
 def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
@@ -347,10 +354,8 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
         "average_precision_stat_only": ev.average_precision(test.label, stat_t),
         "alert_precision": res["precision"], "incident_recall": res["recall"], "alert_f1": res["f1"],
         "alerts": res["alerts"],
-        "severity_of_true_alerts": {lvl: int(sum(1 for x, ok in zip(sev, test.label[alert], strict=True)
-                                                if x == lvl and ok)) for lvl in ("low", "medium", "high", "critical")},
-        "severity_of_false_alerts": {lvl: int(sum(1 for x, ok in zip(sev, test.label[alert], strict=True)
-                                                 if x == lvl and not ok)) for lvl in ("low", "medium", "high", "critical")},
+        "severity_of_true_alerts": _count_severities(sev, test.label[alert], True),
+        "severity_of_false_alerts": _count_severities(sev, test.label[alert], False),
         "false_alerts_per_1000_normal_points": float(1000 * (alert & normal).sum() / max(normal.sum(), 1)),
         "mean_score_normal": float(score_t[normal].mean()),
         "p99_score_normal": float(np.percentile(score_t[normal], 99)),
@@ -368,9 +373,9 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
                      "meaning": "IsolationForest.score_samples: -2^(-E[h(x)]/c(max_samples)); higher = more "
                                 "normal. DetectorModel.score turns it into the calibrated ensemble score"}],
         "training_data": {
-            "fingerprint": fingerprint(X_fit, X_cal, sources=_sources(data.det_train + [data.det_val], "train")),
+            "fingerprint": fingerprint(X_fit, X_cal, sources=_sources([*data.det_train, data.det_val], "train")),
             "sources": _sources(data.det_train, "fit+calibration") + _sources([data.det_val], "validation"),
-            "rows": {"fit": int(len(X_fit)), "calibration": int(len(X_cal))},
+            "rows": {"fit": len(X_fit), "calibration": len(X_cal)},
             "state_schema": SERIES_WINDOW_STATE},
         "postprocessing": post,
         "evaluation": evaluation,
@@ -419,7 +424,7 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
     hw = {lvl: [ev.conformal_quantile(res_cal[cal.horizon == h], float(lvl)) for h in FORECAST_HORIZONS_MIN]
           for lvl in LEVELS}
     post["conformal"] = {"abs_residual_quantile": hw, "unit": "scale", "method": "split conformal, per horizon",
-                         "calibration_rows": int(len(cal.y))}
+                         "calibration_rows": len(cal.y)}
     model = runtime(ForecasterModel, "forecaster", onnx_bytes, FORECASTER_FEATURES, post)
 
     pred = model.predict(test.X).astype(np.float64)
@@ -438,7 +443,7 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
     hw_rows = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in test.horizon])
     leak = test.kind == "memory_leak"
     evaluation = {
-        "test_scenario": data.fc_eval.spec.source(), "rows": int(len(test.y)), "unit": "series scale (robust sd)",
+        "test_scenario": data.fc_eval.spec.source(), "rows": len(test.y), "unit": "series scale (robust sd)",
         "mae": float(err.mean()), "naive_mae": float(naive.mean()),
         "mae_ratio_vs_naive": float(err.mean() / max(naive.mean(), 1e-12)),
         "leak_mae": float(err[leak].mean()) if leak.any() else None,
@@ -457,7 +462,7 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
                      "meaning": "(x(t+h) - anchor) / scale; value = anchor + y * scale"}],
         "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train, "train")),
                           "sources": _sources(data.fc_train, "fit") + _sources([data.fc_cal], "conformal"),
-                          "rows": int(len(y))},
+                          "rows": len(y)},
         "postprocessing": post,
         "evaluation": evaluation,
     }
@@ -552,13 +557,12 @@ def fit_clusterer(cfg: TrainConfig, data: Datasets) -> Trained:
         "adjusted_rand_vs_service": float(adjusted_rand_score(svc[normal], cid[normal])),
         "parity_max_abs_error": parity, "parity_tolerance": 1e-5,
     }
+    # plot labels: the service most of a cluster's held-out normal entity steps belong to
     dominant = []
-    train_svc_names = list(SERVICES)
     for c in range(k_best):
-        # the service whose baseline the centroid is closest to, for the plot labels
-        dominant.append(train_svc_names[int(np.argmin([np.linalg.norm(centroids[c] - test.X[svc == s].mean(axis=0))
-                                                       if (svc == s).any() else np.inf
-                                                       for s in train_svc_names]))])
+        members = svc[normal & (cid == c)]
+        names, counts = np.unique(members, return_counts=True)
+        dominant.append(str(names[int(np.argmax(counts))]) if members.size else "-")
     fields = {
         "description": f"KMeans (k={k_best}) distances with centroids as an input",
         "feature_schema": CLUSTERER_FEATURES,
@@ -569,7 +573,7 @@ def fit_clusterer(cfg: TrainConfig, data: Datasets) -> Trained:
         "outputs": [{"name": "distances", "shape": [None, "k"], "dtype": "float32",
                      "meaning": "Euclidean distance of each X row to each centroid"}],
         "training_data": {"fingerprint": fingerprint(X, sources=_sources(sources, "train")),
-                          "sources": _sources(sources, "normal entity steps"), "rows": int(len(X))},
+                          "sources": _sources(sources, "normal entity steps"), "rows": len(X)},
         "postprocessing": post,
         "evaluation": evaluation,
     }
@@ -619,14 +623,14 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
     outs = run_onnx(onnx_bytes, {"X": Xp})
     parity = max(assert_parity(f"classifier/{h}", o, clf.predict_proba(Xp), atol=1e-5)
                  for (h, clf), o in zip(heads, outs, strict=True))
-    post = {"classes": {h: [str(c) for c in clf.classes_] for h, clf in heads},
+    post: dict[str, Any] = {"classes": {h: [str(c) for c in clf.classes_] for h, clf in heads},
             "fp_positive_class": "1",
             "labels": {h: list(v) for h, v in LABELS.items()}}
     model = runtime(ClassifierModel, "classifier", onnx_bytes, CLASSIFIER_FEATURES, post)
 
     probs = model.predict_proba_batch(Xt)
-    evaluation: dict[str, Any] = {"test_scenario": data.test.spec.source(), "train_candidates": int(len(X)),
-                                  "test_candidates": int(len(Xt))}
+    evaluation: dict[str, Any] = {"test_scenario": data.test.spec.source(), "train_candidates": len(X),
+                                  "test_candidates": len(Xt)}
     for h, clf in heads:
         pred = np.asarray(clf.classes_)[probs[h].argmax(axis=1)].astype(str)
         if h == "fp":
@@ -649,7 +653,7 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
                      "meaning": f"P({h} = c) for c in postprocessing.classes.{h}"} for h, clf in heads],
         "training_data": {"fingerprint": fingerprint(X, *[y[h] for h in HEADS],
                                                      sources=_sources(data.cls_train, "train")),
-                          "sources": _sources(data.cls_train, "candidates"), "rows": int(len(X)),
+                          "sources": _sources(data.cls_train, "candidates"), "rows": len(X),
                           "upstream": {}},
         "postprocessing": post,
         "evaluation": evaluation,

@@ -100,7 +100,7 @@ def test_a_parity_failure_writes_no_version(monkeypatch: pytest.MonkeyPatch, tmp
 
     monkeypatch.setattr(TrainConfig, "specs", _tiny_specs)
     monkeypatch.setattr(train_mod, "hist_gradient_boosting_regressor_to_onnx", off_by_a_bit)
-    with pytest.raises(ParityError, match="forecaster: .* values differ beyond atol=0.0001"):
+    with pytest.raises(ParityError, match=r"forecaster: .* values differ beyond atol=0\.0001"):
         train_mod.train_all(tmp_path / "store", seed=3, quick=True, runs_dir=None, progress=False)
     assert not (tmp_path / "store").exists() or all(
         ArtifactStore(tmp_path / "store").latest(n) is None for n in MODEL_NAMES)
@@ -110,7 +110,7 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match=r"The 'seed' parameter of TrainConfig must be an integer in \[0, 2\*\*20\). "
                                          r"Got -1."):
         TrainConfig(seed=-1)
-    with pytest.raises(ValueError, match="The 'quick' parameter of TrainConfig must be a bool. Got 'yes'."):
+    with pytest.raises(ValueError, match=r"The 'quick' parameter of TrainConfig must be a bool\. Got 'yes'\."):
         TrainConfig(quick="yes")  # type: ignore[arg-type]
     full, quick = TrainConfig().specs(), TrainConfig(quick=True).specs()
     eval_seeds = {s.seed for s in full["eval"] + full["fc_eval"]}
