@@ -198,8 +198,10 @@ def _table(rows: Mapping[str, Any], indent: str = "") -> list[str]:
             out.extend(_table(v, indent + "  "))
         elif isinstance(v, list) and len(v) > 8:
             out.append(f"{indent}- {k}: [{', '.join(_fmt(x) for x in v[:8])}, ...] ({len(v)} values)")
+        elif isinstance(v, list):
+            out.append(f"{indent}- {k}: [{', '.join(_fmt(x) for x in v)}]")
         else:
-            out.append(f"{indent}- {k}: {_fmt(v) if not isinstance(v, list) else [_fmt(x) for x in v]}")
+            out.append(f"{indent}- {k}: {_fmt(v)}")
     return out
 
 

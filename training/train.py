@@ -548,6 +548,8 @@ def fit_clusterer(cfg: TrainConfig, data: Datasets) -> Trained:
     svc = np.asarray([test.entities[e][0] for e in test.entity])
     evaluation = {
         "test_scenario": data.test.spec.source(), "k": k_best, "silhouette": sil[k_best],
+        "auc_positives": "entity steps of a peer-drift instance from 25% of its window on (the drift grows over "
+                         "the first half); negatives: entity steps untouched by any incident",
         "peer_drift_auc": ev.roc_auc(grown[normal | grown], out[normal | grown]),
         "peer_drift_auc_all_steps": ev.roc_auc(drift[normal | drift], out[normal | drift]),
         "mean_outlier_normal": float(out[normal].mean()),

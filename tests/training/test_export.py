@@ -91,6 +91,20 @@ def test_hgb_regressor_matches_predict(fc_ext) -> None:
     assert_parity("hgb regressor", got, reg.predict(X), atol=1e-4, rtol=1e-5)
 
 
+def test_hgb_regressor_export_agrees_with_skl2onnx(fc_ext) -> None:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    fc = fc_ext.forecast
+    reg = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(fc.X, fc.y)
+    stock = convert_sklearn(reg, initial_types=[("X", FloatTensorType([None, 6]))],
+                            target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+    ours = hist_gradient_boosting_regressor_to_onnx(reg, 6)
+    X = fc.X[:2000]
+    assert_parity("ours vs skl2onnx", run_onnx(ours, {"X": X})[0].ravel(), run_onnx(stock, {"X": X})[0].ravel(),
+                  atol=1e-4, rtol=1e-5)
+
+
 def test_hgb_heads_match_predict_proba_binary_and_multiclass(ext) -> None:
     X = ext.detector.X[:4000]
     y_multi = np.asarray(["a", "b", "c"])[np.digitize(X[:, 0], [-0.5, 0.5])]
