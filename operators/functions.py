@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import time
 
+# Import the native extensions here, at module level, so that the first import (and its C
+# initialisation) runs once under this module's import lock. PyFlink's thread mode opens every
+# operator on its own thread in one embedded interpreter; when onnxruntime's pybind11 module
+# was first imported lazily inside two operators' open() at once, the job could hang for good
+# in the initialisation (seen with py-spy: a thread parked inside _pybind_state's create_module).
+import numpy  # noqa: F401, E402
+import onnxruntime  # noqa: F401, E402
+
 from pyflink.common import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
