@@ -16,6 +16,12 @@ export FLINK_PID_DIR="$root/.cache/flink-pid"
 export PYTHONPATH="$site:$root"
 export PYFLINK_CLIENT_EXECUTABLE="$py"
 mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR"
+# The cluster's classpath: PyFlink's lib/ plus flink-python from opt/ (the JobManager needs the
+# embedded-Python operator classes to accept a PyFlink job), as links in a folder of our own so
+# that the installed package stays untouched.
+export FLINK_LIB_DIR="$root/.cache/flink-lib"
+mkdir -p "$FLINK_LIB_DIR"
+ln -sf "$FLINK_HOME"/lib/*.jar "$FLINK_HOME"/opt/flink-python-*.jar "$FLINK_LIB_DIR"/
 rest="http://localhost:8081"
 
 wait_rest() {

@@ -1,0 +1,63 @@
+"""Small helpers for tests against the real broker: topics, producing with offsets, reading back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from jobs.config import DEFAULT_CONFIG
+
+TOPICS = ("metrics", "alerts", "forecasts", "dead_letters")
+
+
+def job_config(tmp: Path, prefix: str, bootstrap: str, redis_url: str, store: Path, **sections) -> Path:
+    """A job YAML on topics of this test's own, with the given section overrides."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["kafka"].update(bootstrap_servers=bootstrap, group_id=prefix, startup="earliest",
+                        topics={t: f"{prefix}.{t}" for t in TOPICS})
+    raw["redis"]["url"] = redis_url
+    raw["registry"]["root"] = str(store)
+    raw["validation"].update(max_past_s=None, max_future_s=None)
+    for sec, vals in sections.items():
+        raw[sec].update(vals)
+    path = tmp / f"{prefix}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(f"{prefix}.{t}", 1, 1) for t in TOPICS])
+    admin.close()
+    return path
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> list[int]:
+    """Send every payload; return the offset each one got."""
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")
+    futures = [p.send(topic, v) for v in payloads]
+    p.flush()
+    offsets = [f.get(timeout=30).offset for f in futures]
+    p.close()
+    return offsets
+
+
+def read_all(bootstrap: str, topic: str, quiet_s: float = 3.0, committed: bool = True) -> list[dict]:
+    """Everything in a topic (committed transactions only, unless told otherwise)."""
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                      isolation_level="read_committed" if committed else "read_uncommitted",
+                      consumer_timeout_ms=int(quiet_s * 1000))
+    out = [json.loads(m.value) for m in c]
+    c.close()
+    return out
+
+
+def wait_for(predicate, timeout_s: float, every_s: float = 2.0):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    return predicate()

@@ -1,0 +1,14 @@
+"""The examples in docstrings are part of the documentation: they must stay true."""
+
+import doctest
+
+import pytest
+
+import training.simulate
+import udfs.parse
+
+
+@pytest.mark.parametrize("module", [udfs.parse, training.simulate])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
