@@ -6,9 +6,13 @@ Flink operators in ``operators/`` only move state in and out and can be tested w
 - :class:`SeriesLogic`, keyed by series: rolling features, detector with a per-series adaptive
   threshold, forecaster (every ``forecast_every`` samples and on every candidate) with
   time-to-breach; it emits a :class:`Scored` record per sample and, now and then, a forecast.
-- :class:`EntityLogic`, keyed by service: the latest metric vector of each entity (service
-  instance), the clusterer with centroids adapted online, the classifier, business impact,
-  recommended actions, and grouping (dedup) of candidates into alerts.
+- :class:`EntityLogic`, keyed by service, in two steps: :meth:`EntityLogic.candidate` keeps the
+  latest metric vector of each entity (service instance), runs the clusterer with centroids
+  adapted online and decides whether a sample is a :class:`Candidate` (detector, forecast or
+  cluster trigger); :meth:`EntityLogic.on_record` then classifies it, weighs severity and business
+  impact, recommends actions, and groups (dedups) candidates into alerts. Training builds the
+  classifier's data with :meth:`EntityLogic.candidate` itself, so what it learns from is what the
+  job asks it about.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,7 +56,7 @@ RELATED_WINDOW_MS = 5 * 60_000
 
 def iso(ts_ms: int) -> str:
     """Epoch milliseconds as ISO-8601 UTC."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -62,14 +66,14 @@ class ModelBundle:
     detector: DetectorModel
     forecaster: ForecasterModel
     clusterer: ClustererModel
-    classifier: ClassifierModel
+    classifier: ClassifierModel | None = None  # None: candidates only (training), no alerts
 
     @classmethod
     def load(cls, root: str | Path, redis_client: Any | None = None) -> ModelBundle:
         """Load the serving version of every model (Redis ``production`` pointer, else the latest)."""
         store = ArtifactStore(root)
-        loaders = {"detector": DetectorModel, "forecaster": ForecasterModel, "clusterer": ClustererModel,
-                   "classifier": ClassifierModel}
+        loaders: dict[str, Any] = {"detector": DetectorModel, "forecaster": ForecasterModel,
+                                   "clusterer": ClustererModel, "classifier": ClassifierModel}
         got = {}
         for name, kind in loaders.items():
             version = resolve_version(name, store, redis_client)
@@ -79,7 +83,7 @@ class ModelBundle:
         return cls(**got)
 
     def versions(self) -> dict[str, str]:
-        return {n: getattr(self, n).version for n in MODEL_NAMES}
+        return {n: getattr(self, n).version for n in MODEL_NAMES if getattr(self, n) is not None}
 
 
 class Scored(NamedTuple):
@@ -198,6 +202,25 @@ def _r(v: float) -> float:
     return float(f"{v:.6g}")
 
 
+class Candidate(NamedTuple):
+    """A scored sample the entity logic raised for classification: why, where, and the classifier input.
+
+    ``inputs`` is the dict passed to :func:`models.features.classifier_features`, unchanged; the
+    job classifies it and training labels it, so both see the same thing.
+    """
+
+    scored: Scored
+    trigger: str  # "detector" | "forecast" | "cluster"
+    cluster: tuple[float, ...] | None  # the entity's (eval_ts_ms, cluster_id, distance, outlier, streak)
+    related: tuple[str, ...]  # other series of the service with a candidate in the last 5 minutes
+    context: dict[str, Any]  # service context, defaults filled in
+    inputs: dict[str, Any]
+
+    def features(self) -> list[float]:
+        """The classifier's feature row (``CLASSIFIER_FEATURES`` order)."""
+        return classifier_features(self.inputs)
+
+
 @dataclass
 class EntityState:
     """Per-service state (state name ``entity_state/v1``), encoded as explicit JSON."""
@@ -223,7 +246,10 @@ class EntityState:
 
 
 class EntityLogic:
-    """Turns scored samples of one service into alerts: cluster, classify, weigh, group."""
+    """Turns scored samples of one service into alerts: cluster, classify, weigh, group.
+
+    Built without a classifier (``models.classifier is None``) it can only raise candidates.
+    """
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, models: ModelBundle,
                  context: Callable[[str], dict[str, Any]]) -> None:
@@ -254,9 +280,17 @@ class EntityLogic:
         st.clusters[entity] = res
         return res
 
-    def on_record(self, state: EntityState | None, s: Scored, now_ms: int) -> tuple[EntityState, list[str]]:
-        """Fold one scored sample in; return the new state and the alerts (JSON) to emit."""
-        st = state or EntityState()
+    def candidate(self, state: EntityState, s: Scored) -> Candidate | None:
+        """Fold scored sample ``s`` into ``state`` (updated in place); the candidate it raises, if any.
+
+        This is the whole of candidate construction, shared by the job (:meth:`on_record`) and
+        training (:func:`training.candidates.build_candidates`): the entity's latest metric values
+        and cluster assignment (centroids adapted online), the trigger ("detector" or "forecast"
+        from the series, else "cluster" when the entity's outlier score has stayed at or above
+        ``cluster_alert_above`` for three evaluations), the related series, and the classifier
+        input. It needs the clusterer but not the classifier.
+        """
+        st = state
         entity = s.entity
         cluster = None
         trigger = s.trigger
@@ -268,28 +302,43 @@ class EntityLogic:
                     and s.det is not None and cluster[0] == float(s.ts_ms)):
                 trigger = "cluster"
         if not trigger:
-            return st, []
+            return None
         st.recent = [r for r in st.recent if s.ts_ms - r[0] <= RELATED_WINDOW_MS]
         related = sorted({r[1] for r in st.recent if r[1] != s.series})
         st.recent.append([s.ts_ms, s.series])
-        return st, self._alert(st, s, trigger, cluster, related, now_ms)
-
-    def _alert(self, st: EntityState, s: Scored, trigger: str, cluster: list[float] | None,
-               related: list[str], now_ms: int) -> list[str]:
-        m = self.models
         ctx = {**DEFAULT_CONTEXT, **(self.context(s.service) or {})}
         det = list(s.det) if s.det is not None else [0.0] * len(DETECTOR_FEATURES)
         if trigger == "cluster":
             score, threshold = cluster[3], self.scoring.cluster_alert_above  # type: ignore[index]
         else:
             score, threshold = s.score, s.threshold
-        cand = {
+        inputs = {
             "score": score, "threshold": threshold, "det": det,
             "cluster_outlier": cluster[3] if cluster else 0.0, "time_to_breach_s": s.time_to_breach_s,
             "criticality": float(ctx["criticality"]), "related_anomalies": len(related), "ts_ms": s.ts_ms,
             "metric": s.metric, "owner": ctx["owner"], "text": f"{s.service} {s.metric} {ctx['description']}",
         }
-        cls = m.classifier.predict_proba(classifier_features(cand))
+        return Candidate(s, trigger, None if cluster is None else tuple(cluster), tuple(related), ctx, inputs)
+
+    def on_record(self, state: EntityState | None, s: Scored, now_ms: int) -> tuple[EntityState, list[str]]:
+        """Fold one scored sample in; return the new state and the alerts (JSON) to emit."""
+        if self.models.classifier is None:
+            raise ValueError("EntityLogic.on_record needs a classifier: this EntityLogic was built from a "
+                             "ModelBundle without one, which can only raise candidates (EntityLogic.candidate)")
+        st = state or EntityState()
+        cand = self.candidate(st, s)
+        if cand is None:
+            return st, []
+        return st, self._alert(st, cand, now_ms)
+
+    def _alert(self, st: EntityState, c: Candidate, now_ms: int) -> list[str]:
+        """Classify, weigh and group candidate ``c``; the alert (JSON) to emit, if any."""
+        m = self.models
+        classifier = m.classifier
+        assert classifier is not None  # checked in on_record
+        s, trigger, cluster, related, ctx = c.scored, c.trigger, c.cluster, c.related, c.context
+        score, threshold, det = c.inputs["score"], c.inputs["threshold"], c.inputs["det"]
+        cls = classifier.predict_proba(classifier_features(c.inputs))
         category = max(cls["category"], key=cls["category"].get)
         priority = max(cls["priority"], key=cls["priority"].get)
         team = max(cls["team"], key=cls["team"].get)
@@ -376,7 +425,7 @@ class EntityLogic:
                                                        s.time_to_breach_s, s.limit, len(related)),
             "related_series": group["related"],
             "models": {"detector": s.versions[0], "forecaster": s.versions[1], "clusterer": m.clusterer.version,
-                       "classifier": m.classifier.version},
+                       "classifier": classifier.version},
         }
         return [json.dumps(alert, separators=(",", ":"))]
 
@@ -385,7 +434,8 @@ def _rd(d: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in d.items()}
 
 
-def _summary(s: Scored, trigger: str, explanation: list[tuple[str, float]], cluster: list[float] | None) -> str:
+def _summary(s: Scored, trigger: str, explanation: list[tuple[str, float]],
+             cluster: tuple[float, ...] | None) -> str:
     where = f"{s.service}/{s.entity}" if s.entity else s.service
     if trigger == "forecast" and s.time_to_breach_s is not None:
         return (f"{s.metric} of {where} is {s.value:.4g} and forecast to cross {s.limit:g} "

@@ -9,10 +9,11 @@ import pytest
 from jobs.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.context import ContextCache
+from models.features import CLASSIFIER_FEATURES, classifier_features
 from models.impact import business_impact
-from models.pipeline import EntityState, ModelBundle, SeriesLogic, SeriesState
+from models.pipeline import Candidate, EntityLogic, EntityState, ModelBundle, SeriesLogic, SeriesState
 from training.simulate import SERVICES, Incident, generate
-from udfs.parse import MetricEvent, series_key
+from udfs.parse import MetricEvent, parse_record, series_key
 
 START = 1_780_000_000_000 - (1_780_000_000_000 % 3_600_000)
 CTX = {k: {f: v[f] for f in ("owner", "criticality", "revenue_per_min", "users", "description")}
@@ -126,6 +127,55 @@ def test_one_incident_is_one_alert_not_one_per_sample(full_run):
 def test_alert_ids_are_deterministic(cfg, models, scenario, full_run):
     again = InProcessJob(cfg, models, context=CTX.get).run(payloads(scenario), START)
     assert [json.loads(a)["alert_id"] for a in again.alerts] == [json.loads(a)["alert_id"] for a in full_run.alerts]
+
+
+def _candidates(cfg, bundle, scenario) -> list[Candidate]:
+    """SeriesLogic + EntityLogic.candidate over a scenario, states kept as objects."""
+    series, entity = SeriesLogic(cfg.scoring, bundle), EntityLogic(cfg.scoring, cfg.alerts, bundle, CTX.get)
+    ss: dict = {}
+    es: dict = {}
+    out = []
+    for raw in payloads(scenario):
+        for ev in parse_record(raw, START, cfg.validation.limits()):
+            ss[ev.series], scored, _ = series.on_record(ss.get(ev.series), ev, cfg.scoring.entity_tag)
+            c = entity.candidate(es.setdefault(ev.service, EntityState()), scored)
+            if c is not None:
+                out.append(c)
+    return out
+
+
+def test_candidates_without_a_classifier_are_the_jobs_candidates(cfg, models, scenario, full_run):
+    bare = ModelBundle(models.detector, models.forecaster, models.clusterer)
+    assert bare.versions() == {n: v for n, v in models.versions().items() if n != "classifier"}
+    cands = _candidates(cfg, bare, scenario)
+    # every sample the series logic flagged is a candidate, and so is every cluster trigger
+    assert sum(1 for c in cands if c.trigger != "cluster") == sum(1 for s in full_run.scored if s.trigger)
+    for c in cands:
+        assert c.trigger in ("detector", "forecast", "cluster")
+        assert c.trigger == (c.scored.trigger or "cluster")
+        assert len(c.features()) == len(CLASSIFIER_FEATURES)
+        assert c.inputs["related_anomalies"] == len(c.related) and c.scored.series not in c.related
+        assert c.inputs["criticality"] == CTX[c.scored.service]["criticality"]
+        if c.trigger == "cluster":
+            assert c.cluster is not None and c.cluster[4] >= 3
+            assert c.inputs["score"] == c.cluster[3] and c.inputs["threshold"] == cfg.scoring.cluster_alert_above
+    # each alert the job emitted came from one of these candidates, classified from exactly its inputs
+    by_key = {(c.scored.series, c.scored.ts_ms): c for c in cands}
+    for a in map(json.loads, full_run.alerts):
+        ts = int(__import__("datetime").datetime.fromisoformat(a["event_time"]).timestamp() * 1000)
+        c = by_key[(a["series"]["key"], ts)]
+        assert a["trigger"] == c.trigger
+        fp = models.classifier.predict_proba(classifier_features(c.inputs))["fp"]
+        assert a["false_positive_probability"] == round(fp, 4)
+
+
+def test_alerting_needs_a_classifier(cfg, models, scenario):
+    bare = ModelBundle(models.detector, models.forecaster, models.clusterer)
+    logic = EntityLogic(cfg.scoring, cfg.alerts, bare, CTX.get)
+    ev = parse_record(payloads(scenario)[0], START, cfg.validation.limits())[0]
+    _, scored, _ = SeriesLogic(cfg.scoring, bare).on_record(None, ev, "instance")
+    with pytest.raises(ValueError, match="needs a classifier"):
+        logic.on_record(None, scored, START)
 
 
 def test_forecast_trigger_on_a_leak_towards_its_limit(cfg, models):
