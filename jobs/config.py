@@ -38,10 +38,13 @@ class TopicsConfig:
     alerts: str = "vigil.alerts"
     forecasts: str = "vigil.forecasts"
     dead_letters: str = "vigil.deadletters"
+    scores: str | None = None  # every scored sample (for evaluation, e.g. NAB); off when None
 
     def __post_init__(self) -> None:
         for name in ("metrics", "alerts", "forecasts", "dead_letters"):
             check_str(self, name, getattr(self, name))
+        if self.scores is not None:
+            check_str(self, "scores", self.scores)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.table import StreamTableEnvironment
 
 from jobs.config import ROOT, VigilConfig
-from operators.functions import DEAD_LETTERS, FORECASTS, EventTime, ParseValidate, ScoreEntity, ScoreSeries
+from operators.functions import DEAD_LETTERS, FORECASTS, SCORES, EventTime, ParseValidate, ScoreEntity, ScoreSeries
 
 CONNECTOR_JAR = ROOT / ".cache" / "jars" / "flink" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
 _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
@@ -76,8 +76,9 @@ def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
     return b.build()
 
 
-def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, DataStream]:
-    """The job graph from raw rows ``(payload bytes, partition, offset)`` to (alerts, forecasts, dead letters)."""
+def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, DataStream, DataStream]:
+    """The job graph from raw rows ``(payload bytes, partition, offset)`` to
+    (alerts, forecasts, dead letters, scores); scores only flow when ``kafka.topics.scores`` is set."""
     parsed = raw.process(ParseValidate(cfg.kafka.topics.metrics, cfg.validation.limits()),
                          output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
     timed = parsed.assign_timestamps_and_watermarks(
@@ -88,7 +89,8 @@ def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, Dat
     registry = str(cfg.registry.path())
     scored = (
         timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
-        .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, cfg.kafka.topics.metrics),
+        .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, cfg.kafka.topics.metrics,
+                             emit_scores=cfg.kafka.topics.scores is not None),
                  output_type=Types.PICKLED_BYTE_ARRAY())
         .name("score-series")
     )
@@ -99,7 +101,7 @@ def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, Dat
         .name("score-entity")
     )
     dead = parsed.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS))
-    return alerts, scored.get_side_output(FORECASTS), dead
+    return alerts, scored.get_side_output(FORECASTS), dead, scored.get_side_output(SCORES)
 
 
 def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment:
@@ -128,10 +130,12 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
           'format' = 'raw'{_sql_props(k.client_properties())}
         )""")
     raw = t_env.to_data_stream(t_env.from_path("vigil_metrics_raw"))
-    alerts, forecasts, dead = wire(cfg, raw)
+    alerts, forecasts, dead, scores = wire(cfg, raw)
     alerts.sink_to(_sink(cfg, k.topics.alerts, "alerts")).name("alerts-sink")
     forecasts.sink_to(_sink(cfg, k.topics.forecasts, "forecasts")).name("forecasts-sink")
     dead.sink_to(_sink(cfg, k.topics.dead_letters, "dead-letters")).name("dead-letters-sink")
+    if k.topics.scores is not None:
+        scores.sink_to(_sink(cfg, k.topics.scores, "scores")).name("scores-sink")
     return env
 
 

@@ -193,6 +193,13 @@ class SeriesLogic:
         return st, scored, fc_json
 
 
+def score_json(s: Scored) -> str:
+    """One scored sample as JSON (``vigil.score/v1``): what the detector said of every row."""
+    return json.dumps({"schema": "vigil.score/v1", "series": s.series, "ts_ms": s.ts_ms, "value": s.value,
+                       "score": round(s.score, 6), "threshold": round(s.threshold, 6), "trigger": s.trigger},
+                      separators=(",", ":"))
+
+
 def _round_fc(f: dict) -> dict:
     return {"horizon_min": f["horizon_min"], "value": _r(f["value"]), "lower": _r(f["lower"]),
             "upper": _r(f["upper"])}

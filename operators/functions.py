@@ -26,6 +26,7 @@ from models.config import AlertConfig, ScoringConfig
 from models.context import ContextCache, connect
 from models.pipeline import (
     ENTITY_STATE,
+    score_json,
     SERIES_STATE,
     EntityLogic,
     EntityState,
@@ -37,6 +38,7 @@ from udfs.parse import DeadLetter, ParseLimits, parse_record
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
+SCORES = OutputTag("scores", Types.STRING())
 
 
 def _now_ms() -> int:
@@ -76,11 +78,13 @@ class EventTime(TimestampAssigner):
 class ScoreSeries(KeyedProcessFunction):
     """Keyed by series: features, detector, adaptive threshold, forecaster."""
 
-    def __init__(self, scoring: ScoringConfig, registry_root: str, redis_url: str, topic: str) -> None:
+    def __init__(self, scoring: ScoringConfig, registry_root: str, redis_url: str, topic: str,
+                 emit_scores: bool = False) -> None:
         self.scoring = scoring
         self.registry_root = registry_root
         self.redis_url = redis_url
         self.topic = topic
+        self.emit_scores = emit_scores
 
     def open(self, ctx: RuntimeContext) -> None:
         self.state = ctx.get_state(ValueStateDescriptor(SERIES_STATE, Types.PICKLED_BYTE_ARRAY()))
@@ -102,6 +106,8 @@ class ScoreSeries(KeyedProcessFunction):
         self.state.update(st.to_bytes())
         if fc is not None:
             yield FORECASTS, fc
+        if self.emit_scores:
+            yield SCORES, score_json(scored)
         yield scored
 
 

@@ -44,7 +44,7 @@ def test_minicluster_job_graph_matches_in_process_logic(trained_store, redis_url
     rows = [Row(p, 0, i) for i, p in enumerate(payloads)]
     raw = env.from_collection(rows, type_info=Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(),
                                                           Types.LONG()]))
-    alerts, forecasts, dead = wire(cfg, raw)
+    alerts, forecasts, dead, _scores = wire(cfg, raw)
     # one collect over the union (no extra Python operators): records say what they are by schema
     with alerts.union(forecasts, dead).execute_and_collect() as results:
         out = [(json.loads(s)["schema"], s) for s in results]
