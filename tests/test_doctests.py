@@ -4,11 +4,12 @@ import doctest
 
 import pytest
 
+import training.nab
 import training.simulate
 import udfs.parse
 
 
-@pytest.mark.parametrize("module", [udfs.parse, training.simulate])
+@pytest.mark.parametrize("module", [udfs.parse, training.simulate, training.nab])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
