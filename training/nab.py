@@ -216,6 +216,9 @@ def load_corpus(root: str | Path | None = None, files: Iterable[str] | None = No
     base = nab_root(root)
     if limit is not None and limit < 1:
         raise ValueError(f"The 'limit' parameter of load_corpus must be a positive integer. Got {limit!r}.")
+    if not (base / "labels" / "combined_windows.json").exists():
+        raise FileNotFoundError(f"No NAB corpus at {base} (expected labels/combined_windows.json and data/): "
+                                f"pass its folder or set VIGIL_NAB_ROOT.")
     windows = json.loads((base / "labels" / "combined_windows.json").read_text())
     out = []
     for key in select_files(list_files(base), files):
