@@ -9,8 +9,9 @@ py="$root/.venv/bin/python"
 started=()
 cleanup() { for s in "${started[@]}"; do scripts/services.sh down "$s"; done; }
 trap cleanup EXIT
+status="$(scripts/services.sh status)"  # read whole: `status | grep -q` can die of SIGPIPE under pipefail
 for s in kafka redis; do
-  if ! scripts/services.sh status | grep -q "^$s: running"; then
+  if ! grep -q "^$s: running" <<<"$status"; then
     started+=("$s")  # before `up`: a start that fails half-way is still stopped on exit
     scripts/services.sh up "$s"
   fi
