@@ -6,7 +6,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 py="$root/.venv/bin/python"
 started=0
-if ! scripts/services.sh status | grep -q "kafka: running" || ! scripts/services.sh status | grep -q "redis: running"; then
+status="$(scripts/services.sh status)"  # read whole: `status | grep -q` can die of SIGPIPE under pipefail
+if ! grep -q "kafka: running" <<<"$status" || ! grep -q "redis: running" <<<"$status"; then
   scripts/services.sh up
   started=1
 fi
