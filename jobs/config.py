@@ -39,9 +39,11 @@ class TopicsConfig:
     forecasts: str = "vigil.forecasts"
     dead_letters: str = "vigil.deadletters"
     scores: str | None = None  # every scored sample (for evaluation, e.g. NAB); off when None
+    model_updates: str = "vigil.model-updates"  # compacted; the registry writes, operators swap
+    model_events: str = "vigil.model-events"  # what each operator did with an update, and why
 
     def __post_init__(self) -> None:
-        for name in ("metrics", "alerts", "forecasts", "dead_letters"):
+        for name in ("metrics", "alerts", "forecasts", "dead_letters", "model_updates", "model_events"):
             check_str(self, name, getattr(self, name))
         if self.scores is not None:
             check_str(self, "scores", self.scores)

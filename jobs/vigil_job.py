@@ -18,6 +18,7 @@ import sysconfig
 from pathlib import Path
 
 from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.kafka import (
@@ -28,7 +29,18 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.table import StreamTableEnvironment
 
 from jobs.config import ROOT, VigilConfig
-from operators.functions import DEAD_LETTERS, FORECASTS, SCORES, EventTime, ParseValidate, ScoreEntity, ScoreSeries
+from models.registry import ensure_compacted_topic
+from operators.functions import (
+    DEAD_LETTERS,
+    FORECASTS,
+    MODEL_EVENTS,
+    MODEL_VERSIONS,
+    SCORES,
+    EventTime,
+    ParseValidate,
+    ScoreEntity,
+    ScoreSeries,
+)
 
 CONNECTOR_JAR = ROOT / ".cache" / "jars" / "flink" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
 _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
@@ -76,9 +88,20 @@ def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
     return b.build()
 
 
-def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, DataStream, DataStream]:
-    """The job graph from raw rows ``(payload bytes, partition, offset)`` to
-    (alerts, forecasts, dead letters, scores); scores only flow when ``kafka.topics.scores`` is set."""
+class _Zero(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return 0
+
+
+def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, DataStream]:
+    """The job graph from raw metric rows ``(payload bytes, partition, offset)`` and model-update
+    rows ``(payload bytes,)`` to the streams ``alerts``, ``forecasts``, ``dead_letters``, ``scores``
+    (flowing only when ``kafka.topics.scores`` is set) and ``model_events``."""
+    # updates carry no event time; marked idle when quiet so they never hold the watermark back
+    updates = updates.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(_Zero())
+        .with_idleness(Duration.of_seconds(1))
+    ).broadcast(MODEL_VERSIONS)
     parsed = raw.process(ParseValidate(cfg.kafka.topics.metrics, cfg.validation.limits()),
                          output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
     timed = parsed.assign_timestamps_and_watermarks(
@@ -89,6 +112,7 @@ def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, Dat
     registry = str(cfg.registry.path())
     scored = (
         timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
+        .connect(updates)
         .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, cfg.kafka.topics.metrics,
                              emit_scores=cfg.kafka.topics.scores is not None),
                  output_type=Types.PICKLED_BYTE_ARRAY())
@@ -96,12 +120,19 @@ def wire(cfg: VigilConfig, raw: DataStream) -> tuple[DataStream, DataStream, Dat
     )
     alerts = (
         scored.key_by(lambda s: s.service, key_type=Types.STRING())
+        .connect(updates)
         .process(ScoreEntity(cfg.scoring, cfg.alerts, registry, cfg.redis.url, cfg.redis.refresh_s),
                  output_type=Types.STRING())
         .name("score-entity")
     )
     dead = parsed.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS))
-    return alerts, scored.get_side_output(FORECASTS), dead, scored.get_side_output(SCORES)
+    return {
+        "alerts": alerts,
+        "forecasts": scored.get_side_output(FORECASTS),
+        "dead_letters": dead,
+        "scores": scored.get_side_output(SCORES),
+        "model_events": scored.get_side_output(MODEL_EVENTS).union(alerts.get_side_output(MODEL_EVENTS)),
+    }
 
 
 def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment:
@@ -114,6 +145,8 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
     )
     t_env = StreamTableEnvironment.create(env)
     k = cfg.kafka
+    if not k.client_properties():  # with security options the topic is the cluster admins' to create
+        ensure_compacted_topic(k.bootstrap_servers, k.topics.model_updates)
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE vigil_metrics_raw (
           payload BYTES,
@@ -129,13 +162,25 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
           {"'scan.bounded.mode' = 'latest-offset'," if bounded else ""}
           'format' = 'raw'{_sql_props(k.client_properties())}
         )""")
-    raw = t_env.to_data_stream(t_env.from_path("vigil_metrics_raw"))
-    alerts, forecasts, dead, scores = wire(cfg, raw)
-    alerts.sink_to(_sink(cfg, k.topics.alerts, "alerts")).name("alerts-sink")
-    forecasts.sink_to(_sink(cfg, k.topics.forecasts, "forecasts")).name("forecasts-sink")
-    dead.sink_to(_sink(cfg, k.topics.dead_letters, "dead-letters")).name("dead-letters-sink")
-    if k.topics.scores is not None:
-        scores.sink_to(_sink(cfg, k.topics.scores, "scores")).name("scores-sink")
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE vigil_model_updates (
+          payload BYTES
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{k.topics.model_updates}',
+          'properties.bootstrap.servers' = '{k.bootstrap_servers}',
+          'properties.group.id' = '{k.group_id}-model-updates',
+          'scan.startup.mode' = 'earliest-offset',
+          {"'scan.bounded.mode' = 'latest-offset'," if bounded else ""}
+          'format' = 'raw'{_sql_props(k.client_properties())}
+        )""")
+    out = wire(cfg, t_env.to_data_stream(t_env.from_path("vigil_metrics_raw")),
+               t_env.to_data_stream(t_env.from_path("vigil_model_updates")))
+    for name, topic in (("alerts", k.topics.alerts), ("forecasts", k.topics.forecasts),
+                        ("dead_letters", k.topics.dead_letters), ("model_events", k.topics.model_events),
+                        ("scores", k.topics.scores)):
+        if topic is not None:
+            out[name].sink_to(_sink(cfg, topic, name.replace("_", "-"))).name(f"{name}-sink")
     return env
 
 

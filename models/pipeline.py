@@ -72,10 +72,8 @@ class ModelBundle:
     def load(cls, root: str | Path, redis_client: Any | None = None) -> ModelBundle:
         """Load the serving version of every model (Redis ``production`` pointer, else the latest)."""
         store = ArtifactStore(root)
-        loaders: dict[str, Any] = {"detector": DetectorModel, "forecaster": ForecasterModel,
-                                   "clusterer": ClustererModel, "classifier": ClassifierModel}
         got = {}
-        for name, kind in loaders.items():
+        for name, kind in LOADERS.items():
             version = resolve_version(name, store, redis_client)
             if version is None:
                 raise FileNotFoundError(f"no version of model '{name}' in {root}: run `make retrain` first")
@@ -84,6 +82,23 @@ class ModelBundle:
 
     def versions(self) -> dict[str, str]:
         return {n: getattr(self, n).version for n in MODEL_NAMES if getattr(self, n) is not None}
+
+    def swap(self, root: str | Path, name: str, version: str) -> str | None:
+        """Load and verify ``version`` of model ``name``, then serve it; return the version it replaced.
+
+        Raises :class:`~models.artifact.ArtifactError` (hash, schema, smoke inference) or
+        ``ValueError`` (unknown model) and leaves the bundle untouched when the version is refused.
+        """
+        if name not in LOADERS:
+            raise ValueError(f"Unknown model {name!r}. Known models: {list(LOADERS)}.")
+        new = LOADERS[name].from_store(ArtifactStore(root), version)
+        old = getattr(self, name)
+        setattr(self, name, new)  # one attribute write: records before use the old, after use the new
+        return None if old is None else old.version
+
+
+LOADERS: dict[str, Any] = {"detector": DetectorModel, "forecaster": ForecasterModel, "clusterer": ClustererModel,
+                           "classifier": ClassifierModel}
 
 
 class Scored(NamedTuple):

@@ -7,20 +7,15 @@ state is the explicit byte encodings of :mod:`models.pipeline`.
 
 from __future__ import annotations
 
+import importlib
+import json
+import threading
 import time
-
-# Import the native extensions here, at module level, so that the first import (and its C
-# initialisation) runs once under this module's import lock. PyFlink's thread mode opens every
-# operator on its own thread in one embedded interpreter; when onnxruntime's pybind11 module
-# was first imported lazily inside two operators' open() at once, the job could hang for good
-# in the initialisation (seen with py-spy: a thread parked inside _pybind_state's create_module).
-import numpy  # noqa: F401, E402
-import onnxruntime  # noqa: F401, E402
 
 from pyflink.common import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from models.config import AlertConfig, ScoringConfig
 from models.context import ContextCache, connect
@@ -39,6 +34,36 @@ from udfs.parse import DeadLetter, ParseLimits, parse_record
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
 SCORES = OutputTag("scores", Types.STRING())
+MODEL_EVENTS = OutputTag("model-events", Types.STRING())
+# the versions the job was told to serve, kept in broadcast state so that a restore knows them
+MODEL_VERSIONS = MapStateDescriptor("model_versions/v1", Types.STRING(), Types.STRING())
+
+
+def preload_native() -> None:
+    """Import onnxruntime's native extension on a fresh Python thread, once per interpreter.
+
+    PyFlink's thread mode embeds one interpreter in the JVM, and a task thread that runs several
+    chained Python operators carries several Python thread states. pybind11 extensions take the
+    GIL through PyGILState, which knows one thread state per OS thread; imported first from such a
+    task thread, onnxruntime's initialisation waited for a GIL its own thread held, and the job
+    hung for good (seen with py-spy: a task parked in ``_pybind_state``'s ``create_module``). A
+    thread Python creates has exactly one thread state, so the import is safe there.
+    """
+    if "onnxruntime" in __import__("sys").modules:
+        return
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            importlib.import_module("onnxruntime")
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            errors.append(e)
+
+    t = threading.Thread(target=work, name="vigil-preload-onnxruntime")
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
 
 
 def _now_ms() -> int:
@@ -75,8 +100,47 @@ class EventTime(TimestampAssigner):
         return value.ts_ms
 
 
-class ScoreSeries(KeyedProcessFunction):
+class HotSwap(KeyedBroadcastProcessFunction):
+    """Model updates arrive on the broadcast side: load, verify, and swap between two records.
+
+    A refused version (hash, schema or smoke inference fails) leaves the old one serving; either
+    way an event (``vigil.model-event/v1``) says what this operator did, and why.
+    """
+
+    operator_name = "operator"
+    registry_root: str
+
+    def _bundle(self) -> ModelBundle:
+        raise NotImplementedError
+
+    def process_broadcast_element(self, row, ctx):
+        now = _now_ms()
+        try:
+            ev = json.loads(bytes(row[0]))
+            model, version, alias = ev["model"], ev["version"], ev.get("alias", "production")
+        except (ValueError, KeyError, TypeError) as e:
+            yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused", f"unreadable update: {e}", now)
+            return
+        if alias != "production":
+            return
+        try:
+            previous = self._bundle().swap(self.registry_root, model, version)
+        except Exception as e:  # noqa: BLE001 - any failure means: keep serving the old version
+            yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "refused", str(e), now)
+            return
+        ctx.get_broadcast_state(MODEL_VERSIONS).put(model, version)
+        yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "serving", f"replaced {previous}", now)
+
+
+def _model_event(op: str, model, version, status: str, detail: str, now_ms: int) -> str:
+    return json.dumps({"schema": "vigil.model-event/v1", "operator": op, "model": model, "version": version,
+                       "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
+
+
+class ScoreSeries(HotSwap):
     """Keyed by series: features, detector, adaptive threshold, forecaster."""
+
+    operator_name = "score-series"
 
     def __init__(self, scoring: ScoringConfig, registry_root: str, redis_url: str, topic: str,
                  emit_scores: bool = False) -> None:
@@ -87,9 +151,13 @@ class ScoreSeries(KeyedProcessFunction):
         self.emit_scores = emit_scores
 
     def open(self, ctx: RuntimeContext) -> None:
+        preload_native()
         self.state = ctx.get_state(ValueStateDescriptor(SERIES_STATE, Types.PICKLED_BYTE_ARRAY()))
         self.logic = SeriesLogic(self.scoring, ModelBundle.load(self.registry_root, _redis_or_none(self.redis_url)))
         self.late = ctx.get_metrics_group().counter("late_events")
+
+    def _bundle(self) -> ModelBundle:
+        return self.logic.models
 
     def process_element(self, ev, ctx):
         wm = ctx.timer_service().current_watermark()
@@ -111,8 +179,10 @@ class ScoreSeries(KeyedProcessFunction):
         yield scored
 
 
-class ScoreEntity(KeyedProcessFunction):
+class ScoreEntity(HotSwap):
     """Keyed by service: clusterer over entity vectors, classifier, impact, grouping into alerts."""
+
+    operator_name = "score-entity"
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, registry_root: str, redis_url: str,
                  refresh_s: int) -> None:
@@ -123,6 +193,7 @@ class ScoreEntity(KeyedProcessFunction):
         self.refresh_s = refresh_s
 
     def open(self, ctx: RuntimeContext) -> None:
+        preload_native()
         self.state = ctx.get_state(ValueStateDescriptor(ENTITY_STATE, Types.PICKLED_BYTE_ARRAY()))
         client = _redis_or_none(self.redis_url)
         self.context = ContextCache(client, self.refresh_s)
@@ -130,6 +201,9 @@ class ScoreEntity(KeyedProcessFunction):
         self.logic = EntityLogic(self.scoring, self.alerts, ModelBundle.load(self.registry_root, client),
                                  self.context)
         self.alert_count = ctx.get_metrics_group().counter("alerts")
+
+    def _bundle(self) -> ModelBundle:
+        return self.logic.models
 
     def process_element(self, scored, ctx):
         raw = self.state.value()
@@ -149,7 +223,5 @@ def _redis_or_none(url: str):
 
 
 def _event_json(ev) -> bytes:
-    import json
-
     return json.dumps({"metric": ev.metric, "value": ev.value, "timestamp": ev.ts_ms, "service": ev.service,
                        "tags": dict(ev.tags)}).encode()

@@ -8,6 +8,7 @@ import pytest
 
 from jobs.config import VigilConfig
 from jobs.inprocess import InProcessJob
+from models.artifact import ArtifactStore
 from models.context import ContextCache, connect, seed
 from models.pipeline import ModelBundle
 from training.simulate import SERVICES, Incident, generate
@@ -44,9 +45,15 @@ def test_minicluster_job_graph_matches_in_process_logic(trained_store, redis_url
     rows = [Row(p, 0, i) for i, p in enumerate(payloads)]
     raw = env.from_collection(rows, type_info=Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(),
                                                           Types.LONG()]))
-    alerts, forecasts, dead, _scores = wire(cfg, raw)
+    # one update naming the version already served: every operator re-verifies it and says so
+    store = ArtifactStore(trained_store)
+    update = json.dumps({"model": "detector", "version": store.latest("detector"), "alias": "production"}).encode()
+    updates = env.from_collection([Row(update)], type_info=Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    out_streams = wire(cfg, raw, updates)
     # one collect over the union (no extra Python operators): records say what they are by schema
-    with alerts.union(forecasts, dead).execute_and_collect() as results:
+    merged = out_streams["alerts"].union(out_streams["forecasts"], out_streams["dead_letters"],
+                                         out_streams["model_events"])
+    with merged.execute_and_collect() as results:
         out = [(json.loads(s)["schema"], s) for s in results]
 
     flink_alerts = [_strip(s) for k, s in out if k == "vigil.alert/v1"]
@@ -62,3 +69,6 @@ def test_minicluster_job_graph_matches_in_process_logic(trained_store, redis_url
     assert flink_forecasts == sorted(local.forecasts)
     assert flink_alerts == [_strip(a) for a in local.alerts]
     assert any(a["series"]["service"] == "payments" for a in flink_alerts)
+    events = [json.loads(s) for k, s in out if k == "vigil.model-event/v1"]
+    assert sorted((e["operator"], e["status"], e["version"]) for e in events) == [
+        ("score-entity", "serving", store.latest("detector")), ("score-series", "serving", store.latest("detector"))]
