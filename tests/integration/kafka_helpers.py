@@ -12,14 +12,14 @@ from kafka.admin import NewTopic
 
 from jobs.config import DEFAULT_CONFIG
 
-TOPICS = ("metrics", "alerts", "forecasts", "dead_letters")
+TOPICS = ("metrics", "alerts", "forecasts", "dead_letters", "model_events")
 
 
 def job_config(tmp: Path, prefix: str, bootstrap: str, redis_url: str, store: Path, **sections) -> Path:
     """A job YAML on topics of this test's own, with the given section overrides."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["kafka"].update(bootstrap_servers=bootstrap, group_id=prefix, startup="earliest",
-                        topics={t: f"{prefix}.{t}" for t in TOPICS})
+                        topics={**{t: f"{prefix}.{t}" for t in TOPICS}, "model_updates": f"{prefix}.model_updates"})
     raw["redis"]["url"] = redis_url
     raw["registry"]["root"] = str(store)
     raw["validation"].update(max_past_s=None, max_future_s=None)
