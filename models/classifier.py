@@ -1,9 +1,14 @@
 """Alert classifier runtime: priority, category, team and false-positive probability in one call.
 
-The ONNX graph has one input ``X`` (n, len(CLASSIFIER_FEATURES)) and four probability outputs
-``priority``, ``category``, ``team`` and ``fp`` (n, n_classes each), in the class order listed in
-the manifest's ``postprocessing.classes``. Labels the training data never showed get
-probability 0.
+The ONNX graph has one input ``X`` (n, len(CLASSIFIER_FEATURES)) and ONE output
+``probabilities`` (n, sum of the heads' class counts): every head's probability matrix side by
+side. The manifest's ``postprocessing.slices`` says which columns belong to which head
+(``{head: [start, stop]}``) and ``postprocessing.classes`` the class order inside each slice.
+One output tensor keeps a batch-of-one call under 10 us. Labels the training data never showed
+get probability 0.
+
+Versions exported before the single output (one output per head, named after it) still load, so a
+rollback to one works; their outputs are joined in the same layout.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from models.artifact import ArtifactStore, LoadedModel
 from models.features import CATEGORIES, CLASSIFIER_FEATURES, PRIORITIES, TEAMS
 
 NAME = "classifier"
+OUTPUT = "probabilities"
 HEADS: tuple[str, ...] = ("priority", "category", "team", "fp")
 LABELS: dict[str, tuple[str, ...]] = {"priority": PRIORITIES, "category": CATEGORIES, "team": TEAMS}
 
@@ -31,14 +37,34 @@ class ClassifierModel:
         if tuple(loaded.feature_schema) != CLASSIFIER_FEATURES:
             raise ValueError(f"ClassifierModel needs the classifier feature schema; got {loaded.feature_schema}")
         self.loaded = loaded
-        classes = loaded.postprocessing["classes"]
+        post = loaded.postprocessing
+        classes = post["classes"]
         self.classes: dict[str, tuple[str, ...]] = {h: tuple(str(c) for c in classes[h]) for h in HEADS}
         for head, allowed in LABELS.items():
             unknown = set(self.classes[head]) - set(allowed)
             if unknown:
                 raise ValueError(f"classifier {loaded.version} predicts unknown {head} labels {sorted(unknown)}")
-        self._fp_col = self.classes["fp"].index("1")
-        self._out = list(HEADS)
+        outputs = tuple(loaded.output_names)
+        if outputs == (OUTPUT,):
+            self._out, self._joined = [OUTPUT], True
+            self.slices = {h: (int(post["slices"][h][0]), int(post["slices"][h][1])) for h in HEADS}
+        elif set(outputs) == set(HEADS):  # one output per head (before the single output)
+            self._out, self._joined = list(HEADS), False
+            starts = np.cumsum([0] + [len(self.classes[h]) for h in HEADS]).tolist()
+            self.slices = {h: (starts[i], starts[i + 1]) for i, h in enumerate(HEADS)}
+        else:
+            raise ValueError(f"classifier {loaded.version} has outputs {list(outputs)}; expected [{OUTPUT!r}]")
+        for h, (a, b) in self.slices.items():
+            if b - a != len(self.classes[h]):
+                raise ValueError(f"classifier {loaded.version}: slice {[a, b]} of head {h!r} does not match its "
+                                 f"{len(self.classes[h])} classes")
+        self.width = max(b for _, b in self.slices.values())
+        # (head, ((label, column or -1), ...)) in LABELS order: predict_proba's dicts without lookups
+        self._columns = tuple(
+            (h, tuple((lab, self.slices[h][0] + self.classes[h].index(lab) if lab in self.classes[h] else -1)
+                      for lab in labels))
+            for h, labels in LABELS.items())
+        self._fp_col = self.slices["fp"][0] + self.classes["fp"].index("1")
         self._run = loaded._fast.run if loaded._fast is not None else None
 
     @classmethod
@@ -49,31 +75,44 @@ class ClassifierModel:
     def version(self) -> str:
         return self.loaded.version
 
-    def predict_proba_batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw probability matrices per head for rows (n, n_features); one ONNX call."""
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """All heads' probabilities (n, width) for rows (n, n_features), laid out as ``slices`` says; one ONNX call."""
         x = np.ascontiguousarray(rows, dtype=np.float32)
         if x.ndim == 1:
             x = x.reshape(1, -1)
         if x.shape[1] != len(CLASSIFIER_FEATURES):
             raise ValueError(f"rows must have {len(CLASSIFIER_FEATURES)} features. Got shape {x.shape}.")
-        outs = self._run(self._out, {"X": x}, None) if self._run is not None else self.loaded.run({"X": x}, self._out)
-        return dict(zip(HEADS, outs, strict=True))
+        return self._call(x)
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        feeds = {"X": x}
+        outs = self._run(self._out, feeds, None) if self._run is not None else self.loaded.run(feeds, self._out)
+        return outs[0] if self._joined else np.concatenate(outs, axis=1)  # type: ignore[no-any-return]
+
+    def predict_proba_batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Probability matrices per head (n, n_classes in ``classes[head]`` order); views of one ONNX output."""
+        p = self.probabilities(rows)
+        return {h: p[:, a:b] for h, (a, b) in self.slices.items()}
+
+    def _row(self, row: Sequence[float] | np.ndarray) -> list[float]:
+        x = np.asarray(row, dtype=np.float32)
+        if x.shape != (len(CLASSIFIER_FEATURES),):
+            return self.probabilities(x)[0].tolist()  # type: ignore[no-any-return]
+        return self._call(x.reshape(1, -1))[0].tolist()  # type: ignore[no-any-return]
 
     def predict_proba(self, row: Sequence[float] | np.ndarray) -> dict[str, Any]:
         """``{"priority": {label: p}, "category": {...}, "team": {...}, "fp": float}`` for one row."""
-        out = self.predict_proba_batch(np.asarray(row, dtype=np.float32).reshape(1, -1))
-        res: dict[str, Any] = {}
-        for head, labels in LABELS.items():
-            probs = dict.fromkeys(labels, 0.0)
-            for c, p in zip(self.classes[head], out[head][0].tolist(), strict=True):
-                probs[c] = float(p)
-            res[head] = probs
-        res["fp"] = float(out["fp"][0, self._fp_col])
+        p = self._row(row)
+        res: dict[str, Any] = {h: {lab: (p[c] if c >= 0 else 0.0) for lab, c in cols} for h, cols in self._columns}
+        res["fp"] = p[self._fp_col]
         return res
 
     def predict(self, row: Sequence[float] | np.ndarray) -> dict[str, Any]:
         """Most probable ``priority``, ``category`` and ``team``, plus the false-positive probability ``fp``."""
-        out = self.predict_proba_batch(np.asarray(row, dtype=np.float32).reshape(1, -1))
-        res: dict[str, Any] = {h: self.classes[h][int(np.argmax(out[h][0]))] for h in LABELS}
-        res["fp"] = float(out["fp"][0, self._fp_col])
+        p = self._row(row)
+        res: dict[str, Any] = {}
+        for h in LABELS:
+            a, b = self.slices[h]
+            res[h] = self.classes[h][int(np.argmax(p[a:b]))]
+        res["fp"] = p[self._fp_col]
         return res

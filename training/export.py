@@ -216,28 +216,44 @@ def hist_gradient_boosting_regressor_to_onnx(regressor: Any, n_features: int) ->
     return _model(graph, ml=True)
 
 
-def hist_gradient_boosting_heads_to_onnx(heads: Sequence[tuple[str, Any]], n_features: int) -> bytes:
-    """Several fitted ``HistGradientBoostingClassifier`` heads sharing the input ``X``, one output each.
+def hist_gradient_boosting_heads_to_onnx(heads: Sequence[tuple[str, Any]], n_features: int,
+                                         output: str = "probabilities") -> bytes:
+    """Several fitted ``HistGradientBoostingClassifier`` heads sharing the input ``X``, ONE output.
 
-    Each head is ONE ``TreeEnsembleRegressor`` node whose targets are the head's raw class scores
+    Each head is one ``TreeEnsembleRegressor`` node whose targets are the head's raw class scores
     (base values = its baseline) with ``post_transform="SOFTMAX"``, so the node's output is the
-    head's probability matrix ``name`` (n, n_classes) in ``classes_`` order. A binary head gets a
+    head's probability matrix (n, n_classes) in ``classes_`` order. A binary head gets a
     constant-zero target for class 0: softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)], which is
-    scikit-learn's binary probability. No other nodes: skl2onnx's graphs (label, cast, zipmap
-    nodes per head) or softmax/split nodes after one shared ensemble each add about 1 us a call.
+    scikit-learn's binary probability. A ``Concat`` node joins the heads, in the order given, into
+    the single output ``output`` (n, sum of n_classes); :func:`head_slices` says which columns are
+    whose. One output tensor instead of one per head saves about 1 us a call (each output is a
+    separate allocation and Python object); skl2onnx's graphs (label, cast, zipmap nodes per
+    head) cost far more.
     """
-    nodes_out, outputs = [], []
+    nodes, parts = [], []
     for name, clf in heads:
         binary = int(clf.n_trees_per_iteration_) == 1
         base = [float(v) for v in np.ravel(clf._baseline_prediction)]
-        nodes_out.append(helper.make_node(
-            "TreeEnsembleRegressor", ["X"], [name], name=f"{name}/trees", domain="ai.onnx.ml",
+        nodes.append(helper.make_node(
+            "TreeEnsembleRegressor", ["X"], [f"{name}/proba"], name=f"{name}/trees", domain="ai.onnx.ml",
             n_targets=len(base) + int(binary), aggregate_function="SUM", post_transform="SOFTMAX",
             base_values=[0.0, *base] if binary else base, **_hgb_tree_attributes(clf, int(binary))))
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(clf.classes_)]))
-    graph = helper.make_graph(nodes_out, "hgb_heads",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])], outputs)
+        parts.append(f"{name}/proba")
+    nodes.append(helper.make_node("Concat", parts, [output], name="heads", axis=1))
+    width = sum(len(clf.classes_) for _, clf in heads)
+    graph = helper.make_graph(nodes, "hgb_heads",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, width])])
     return _model(graph, ml=True)
+
+
+def head_slices(heads: Sequence[tuple[str, Any]]) -> dict[str, list[int]]:
+    """``{head: [start, stop]}``: the columns of each head in :func:`hist_gradient_boosting_heads_to_onnx`'s output."""
+    out, start = {}, 0
+    for name, clf in heads:
+        out[name] = [start, start + len(clf.classes_)]
+        start += len(clf.classes_)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

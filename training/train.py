@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from models.artifact import ArtifactStore, LoadedModel, content_version, schema_entries
-from models.classifier import HEADS, LABELS, ClassifierModel
+from models.classifier import HEADS, LABELS, OUTPUT, ClassifierModel
 from models.clusterer import ClustererModel
 from models.detector import DetectorModel, TailCalibration, adaptive_thresholds
 from models.features import (
@@ -54,6 +54,7 @@ from training.candidates import build_candidates
 from training.data import Extract, ScenarioSpec, extract, fingerprint
 from training.export import (
     assert_parity,
+    head_slices,
     hist_gradient_boosting_heads_to_onnx,
     hist_gradient_boosting_regressor_to_onnx,
     isolation_forest_to_onnx,
@@ -624,14 +625,16 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
                                                  max_leaf_nodes=15, min_samples_leaf=10, l2_regularization=1.0,
                                                  early_stopping=False, random_state=cfg.seed)
             heads.append((h, clf.fit(X, y[h])))
-    onnx_bytes = hist_gradient_boosting_heads_to_onnx(heads, len(CLASSIFIER_FEATURES))
+    onnx_bytes = hist_gradient_boosting_heads_to_onnx(heads, len(CLASSIFIER_FEATURES), OUTPUT)
+    slices = head_slices(heads)
     Xp = np.concatenate([Xt, X])[:PARITY_ROWS]
-    outs = run_onnx(onnx_bytes, {"X": Xp})
-    parity = max(assert_parity(f"classifier/{h}", o, clf.predict_proba(Xp), atol=1e-5)
-                 for (h, clf), o in zip(heads, outs, strict=True))
+    out = run_onnx(onnx_bytes, {"X": Xp})[0]
+    parity = max(assert_parity(f"classifier/{h}", out[:, slices[h][0]:slices[h][1]], clf.predict_proba(Xp),
+                               atol=1e-5) for h, clf in heads)
     post: dict[str, Any] = {"classes": {h: [str(c) for c in clf.classes_] for h, clf in heads},
-            "fp_positive_class": "1",
-            "labels": {h: list(v) for h, v in LABELS.items()}}
+                            "slices": slices,
+                            "fp_positive_class": "1",
+                            "labels": {h: list(v) for h, v in LABELS.items()}}
     model = runtime(ClassifierModel, "classifier", onnx_bytes, CLASSIFIER_FEATURES, post)
 
     probs = model.predict_proba_batch(Xt)
@@ -651,12 +654,14 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
     evaluation["parity_max_abs_error"] = parity
     evaluation["parity_tolerance"] = 1e-5
     fields = {
-        "description": "Four HistGradientBoostingClassifier heads, one TreeEnsembleRegressor (softmax) each",
+        "description": "Four HistGradientBoostingClassifier heads, one TreeEnsembleRegressor (softmax) each, "
+                       "concatenated into one output",
         "feature_schema": CLASSIFIER_FEATURES,
         "inputs": [{"name": "X", "shape": [None, len(CLASSIFIER_FEATURES)], "dtype": "float32",
                     "meaning": "classifier_features(candidate) rows"}],
-        "outputs": [{"name": h, "shape": [None, len(clf.classes_)], "dtype": "float32",
-                     "meaning": f"P({h} = c) for c in postprocessing.classes.{h}"} for h, clf in heads],
+        "outputs": [{"name": OUTPUT, "shape": [None, slices[heads[-1][0]][1]], "dtype": "float32",
+                     "meaning": "every head's class probabilities side by side: columns "
+                                "postprocessing.slices[head] hold P(head = c) for c in postprocessing.classes[head]"}],
         "training_data": {"fingerprint": fingerprint(X, *[y[h] for h in HEADS],
                                                      sources=_sources(data.cls_train, "train")),
                           "sources": _sources(data.cls_train, "candidates"), "rows": len(X),

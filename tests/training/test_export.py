@@ -13,6 +13,7 @@ from training.data import ScenarioSpec, extract
 from training.export import (
     ParityError,
     assert_parity,
+    head_slices,
     hist_gradient_boosting_heads_to_onnx,
     hist_gradient_boosting_regressor_to_onnx,
     isolation_forest_to_onnx,
@@ -105,7 +106,7 @@ def test_hgb_regressor_export_agrees_with_skl2onnx(fc_ext) -> None:
                   atol=1e-4, rtol=1e-5)
 
 
-def test_hgb_heads_match_predict_proba_binary_and_multiclass(ext) -> None:
+def test_hgb_heads_are_one_output_matching_predict_proba_binary_and_multiclass(ext) -> None:
     X = ext.detector.X[:4000]
     y_multi = np.asarray(["a", "b", "c"])[np.digitize(X[:, 0], [-0.5, 0.5])]
     y_bin = np.asarray(["0", "1"])[(X[:, 1] + X[:, 3] > 0.3).astype(int)]
@@ -113,14 +114,17 @@ def test_hgb_heads_match_predict_proba_binary_and_multiclass(ext) -> None:
              ("bin", HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, y_bin))]
     data = hist_gradient_boosting_heads_to_onnx(heads, 6)
     graph = onnx.load_from_string(data).graph
-    assert [o.name for o in graph.output] == ["multi", "bin"]
-    assert [n.op_type for n in graph.node] == ["TreeEnsembleRegressor"] * 2
+    assert [o.name for o in graph.output] == ["probabilities"]
+    assert [n.op_type for n in graph.node] == ["TreeEnsembleRegressor"] * 2 + ["Concat"]
+    slices = head_slices(heads)
+    assert slices == {"multi": [0, 3], "bin": [3, 5]}
     Xt = np.concatenate([ext.detector.X[4000:6000], (np.random.default_rng(2).normal(size=(200, 6)) * 5)
                          .astype(np.float32)])
     outs = run_onnx(data, {"X": Xt})
-    for (name, clf), out in zip(heads, outs, strict=True):
-        assert out.shape == (len(Xt), len(clf.classes_))
-        assert_parity(name, out, clf.predict_proba(Xt), atol=1e-5)
+    assert len(outs) == 1 and outs[0].shape == (len(Xt), 5)
+    for name, clf in heads:
+        a, b = slices[name]
+        assert_parity(name, outs[0][:, a:b], clf.predict_proba(Xt), atol=1e-5)
 
 
 def test_kmeans_graph_matches_transform_and_takes_any_centroids(ext) -> None:
