@@ -26,6 +26,18 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smaller scenarios, under a minute (for tests and demos)")
     p.add_argument("--runs-dir", default="runs", help="where run reports go (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes replaying scenarios (default: one per CPU; results do not depend on it)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no version of {', '.join(missing)} in {args.store}; training")
     try:
         run = run_training(args.store, seed=args.seed, quick=args.quick, runs_dir=args.runs_dir,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, workers=args.workers)
     except ParityError as exc:
         print(f"parity check failed, nothing written: {exc}", file=sys.stderr)
         return 2

@@ -18,15 +18,21 @@ classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
 ==============  =========================================  ====================================
 
 Everything is seeded and single-threaded where threads could reorder floating-point sums, so
-the same seed gives byte-identical ONNX and the same content-addressed versions.
+the same seed gives byte-identical ONNX and the same content-addressed versions. Scenarios are
+replayed in parallel worker processes (:class:`Workers`, one per CPU by default); each is
+independent, so the number of workers changes the wall time and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +106,7 @@ class TrainConfig:
     seed: int = 1
     quick: bool = False
     progress: bool = True
+    workers: int | None = None  # processes replaying scenarios; None = one per CPU
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**20:
@@ -108,6 +115,13 @@ class TrainConfig:
         for name in ("quick", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"The '{name}' parameter of TrainConfig must be a bool. Got {getattr(self, name)!r}.")
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(f"The 'workers' parameter of TrainConfig must be a positive integer or None. Got {w!r}.")
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers if self.workers is not None else max(os.cpu_count() or 1, 1)
 
     def specs(self) -> dict[str, list[ScenarioSpec]]:
         """The scenarios of each role (see the module docstring)."""
@@ -190,8 +204,80 @@ def _sources(exts: Sequence[Extract] | Sequence[ScenarioSpec], role: str) -> lis
 # --------------------------------------------------------------------------------------------
 
 
-def prepare(cfg: TrainConfig) -> Datasets:
-    """Generate and replay every scenario the run needs."""
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+class Workers:
+    """Worker processes shared by one training run; ``map`` keeps results in input order.
+
+    Every item is independent and seeded, so results do not depend on the number of workers.
+    Workers are spawned (not forked): by the time candidates are built the parent holds
+    onnxruntime sessions and OpenMP thread pools, which a forked child must not inherit. The
+    pool starts on first use and lives until :meth:`close`, so the interpreter start-up and
+    imports of each worker are paid once per run. With one worker everything runs in-process.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, fn: Callable[[A], R], items: Sequence[A], desc: str, progress: bool,
+            cost: Callable[[A], float] | None = None) -> list[R]:
+        """``[fn(x) for x in items]``; with ``cost``, the costliest items start first (shorter tail)."""
+        bar = tqdm(total=len(items), desc=desc, unit="scenario", disable=not progress)
+        try:
+            if self.n <= 1 or len(items) <= 1:
+                out = []
+                for x in items:
+                    out.append(fn(x))
+                    bar.update()
+                return out
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.n, mp_context=multiprocessing.get_context("spawn"))
+            order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else range(len(items))
+            futures = {i: self._pool.submit(fn, items[i]) for i in order}
+            for _ in as_completed(futures.values()):
+                bar.update()
+            return [futures[i].result() for i in range(len(items))]
+        finally:
+            bar.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _spec_cost(job: tuple[ScenarioSpec, Any]) -> float:
+    return job[0].hours * job[0].instances
+
+
+@contextlib.contextmanager
+def _workers(cfg: TrainConfig, given: Workers | None) -> Iterator[Workers]:
+    """``given``, or a pool of ``cfg.n_workers`` closed on exit."""
+    if given is not None:
+        yield given
+        return
+    with Workers(cfg.n_workers) as w:
+        yield w
+
+
+def _extract_job(job: tuple[ScenarioSpec, dict]) -> Extract:
+    spec, kw = job
+    e = extract(spec, **kw)
+    e.scenario.events = []  # not needed any more; candidates replay the scenario from its spec
+    return e
+
+
+def prepare(cfg: TrainConfig, workers: Workers | None = None) -> Datasets:
+    """Generate and replay every scenario the run needs (over ``workers``, or ``cfg.n_workers`` new ones)."""
     specs = cfg.specs()
     jobs: list[tuple[str, ScenarioSpec, dict]] = []
     for spec in specs["det_train"]:
@@ -203,10 +289,10 @@ def prepare(cfg: TrainConfig) -> Datasets:
     jobs.append(("fc_cal", specs["fc_cal"][0], {"detector": False, "entities": False, "forecast_every": 10}))
     jobs.append(("fc_eval", specs["fc_eval"][0], {"detector": False, "entities": False, "forecast_every": 15}))
     out: dict[str, list[Extract]] = {}
-    for role, spec, kw in tqdm(jobs, desc="replaying scenarios", unit="scenario", disable=not cfg.progress):
-        e = extract(spec, **kw)
-        if role != "eval":
-            e.scenario.events = []  # the eval scenario is replayed again for candidates
+    with _workers(cfg, workers) as w:
+        extracts = w.map(_extract_job, [(spec, kw) for _, spec, kw in jobs], "replaying scenarios", cfg.progress,
+                         _spec_cost)
+    for (role, _, _), e in zip(jobs, extracts, strict=True):
         out.setdefault(role, []).append(e)
     return Datasets(out["det_train"], out["det_val"][0], out["eval"][0], out["fc_train"], out["fc_cal"][0],
                     out["fc_eval"][0], specs["cls_train"])
@@ -612,7 +698,8 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
     train: list[tuple[dict, dict]] = []
     for spec in tqdm(data.cls_train, desc="building candidates", unit="scenario", disable=not cfg.progress):
         train += build_candidates(spec.build(), detector, forecaster, clusterer, instances=spec.instances)
-    test_c = build_candidates(data.test.scenario, detector, forecaster, clusterer, instances=data.test.spec.instances)
+    test_spec = data.test.spec
+    test_c = build_candidates(test_spec.build(), detector, forecaster, clusterer, instances=test_spec.instances)
     X, y = _candidate_rows(train)
     Xt, yt = _candidate_rows(test_c)
     heads = []
@@ -682,7 +769,7 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
 # --------------------------------------------------------------------------------------------
 
 
-def fit_all(cfg: TrainConfig, data: Datasets) -> dict[str, Trained]:
+def fit_all(cfg: TrainConfig, data: Datasets, workers: Workers | None = None) -> dict[str, Trained]:
     """Fit, export and parity-check all four models (raises :class:`~training.export.ParityError`)."""
     steps = tqdm(total=4, desc="fitting models", unit="model", disable=not cfg.progress)
     out: dict[str, Trained] = {}
@@ -724,13 +811,14 @@ class TrainRun:
 
 
 def run_training(store_root: str | Path, seed: int = 1, quick: bool = False, runs_dir: str | Path | None = "runs",
-                 progress: bool = True) -> TrainRun:
+                 progress: bool = True, workers: int | None = None) -> TrainRun:
     """:func:`train_all` with everything it produced (models, figures, timings, report path)."""
-    cfg = TrainConfig(seed=seed, quick=quick, progress=progress)
+    cfg = TrainConfig(seed=seed, quick=quick, progress=progress, workers=workers)
     t0 = time.perf_counter()
-    data = prepare(cfg)
-    t_data = time.perf_counter() - t0
-    trained = fit_all(cfg, data)
+    with Workers(cfg.n_workers) as pool:
+        data = prepare(cfg, pool)
+        t_data = time.perf_counter() - t0
+        trained = fit_all(cfg, data, pool)
     t_fit = time.perf_counter() - t0 - t_data
     store = ArtifactStore(store_root)
     previous = {name: store.latest(name) for name in MODEL_NAMES}
@@ -742,14 +830,14 @@ def run_training(store_root: str | Path, seed: int = 1, quick: bool = False, run
 
 
 def train_all(store_root: str | Path, seed: int = 1, quick: bool = False, runs_dir: str | Path | None = "runs",
-              progress: bool = True) -> dict[str, str]:
+              progress: bool = True, workers: int | None = None) -> dict[str, str]:
     """Train, evaluate, export, parity-check and publish all four models; returns ``{name: version}``.
 
     Nothing is written unless every model passes its parity check. With ``runs_dir`` set, a
     ``train-<UTC time>/report.md`` with figures and plots is written there. The same seed and
     ``quick`` flag give the same versions.
     """
-    return run_training(store_root, seed, quick, runs_dir, progress).versions
+    return run_training(store_root, seed, quick, runs_dir, progress, workers).versions
 
 
 def missing_models(store_root: str | Path) -> list[str]:

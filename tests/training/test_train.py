@@ -112,6 +112,10 @@ def test_config_is_validated() -> None:
         TrainConfig(seed=-1)
     with pytest.raises(ValueError, match=r"The 'quick' parameter of TrainConfig must be a bool\. Got 'yes'\."):
         TrainConfig(quick="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"The 'workers' parameter of TrainConfig must be a positive integer or None\. "
+                                         r"Got 0\."):
+        TrainConfig(workers=0)
+    assert TrainConfig(workers=3).n_workers == 3 and TrainConfig().n_workers >= 1
     full, quick = TrainConfig().specs(), TrainConfig(quick=True).specs()
     eval_seeds = {s.seed for s in full["eval"] + full["fc_eval"]}
     train_seeds = {s.seed for role in ("det_train", "det_val", "cls_train", "fc_train", "fc_cal") for s in full[role]}
