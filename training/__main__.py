@@ -73,6 +73,10 @@ def _summary(run) -> str:  # type: ignore[no-untyped-def]
         else:
             fig = ", ".join(f"{h} acc {e[h]['accuracy']:.3f} (majority {e[h]['majority_accuracy']:.3f})"
                             for h in ("priority", "category", "team")) + f", fp AUC {e['fp']['auc']:.3f}"
+            per = e.get("candidates_per_trigger")
+            if per:
+                fig += "; candidates train/test " + ", ".join(
+                    f"{t} {per['train'][t]['candidates']}/{per['test'][t]['candidates']}" for t in per["train"])
         lines.append(f"  {name:<11} {run.versions[name]} (parent {run.previous.get(name)})  {fig}")
     lines.append(f"  total {run.timings['total_s']:.1f} s; report: {run.report_path}")
     return "\n".join(lines)

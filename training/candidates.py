@@ -1,38 +1,59 @@
-"""Candidate alerts for the classifier: the three upstream models replayed over a labelled scenario.
+"""Candidate alerts for the classifier: the job's own scoring logic replayed over a labelled scenario.
 
-:func:`build_candidates` does, offline, what the job does online: per series a
-:class:`~models.features.SeriesWindow` and an :class:`~models.detector.AdaptiveThreshold`, per
-entity (service instance) its latest metric values through the clusterer, and for every score at
-or above its series' threshold one candidate dict shaped exactly as
-:func:`models.features.classifier_features` documents, labelled from the injected incidents.
+:func:`build_candidates` does not re-implement what the job does; it runs it. Every generated
+event goes through the job's parser (:func:`udfs.parse.parse_record`, time bounds off), then
+:class:`models.pipeline.SeriesLogic` keyed by series and :meth:`models.pipeline.EntityLogic.candidate`
+keyed by service, with the default :class:`~models.config.ScoringConfig` and the service context
+of :data:`training.simulate.SERVICES`. So candidates of all three triggers (detector, forecast,
+cluster) appear, with exactly the classifier input the job would classify, and each is labelled
+from the incidents the scenario injected (:func:`label_candidate`).
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from models.clusterer import ClustererModel
-from models.detector import AdaptiveThreshold, DetectorModel
-from models.features import ENTITY_METRICS, SeriesWindow, entity_vector
+from models.config import AlertConfig, ScoringConfig
+from models.detector import DetectorModel
+from models.features import ENTITY_METRICS
 from models.forecaster import ForecasterModel
-from training.data import LABEL_MARGIN_MS, IncidentIndex, iter_steps
-from training.simulate import LIMITS, SERVICES, Scenario, _category
+from models.pipeline import Candidate, EntityLogic, EntityState, ModelBundle, SeriesLogic, SeriesState
+from training.data import LABEL_MARGIN_MS, IncidentIndex
+from training.simulate import SERVICES, Scenario, _category
+from udfs.parse import DeadLetter, ParseLimits, parse_record
 
-RELATED_WINDOW_MS = 5 * 60_000
 SRE_METRICS = ("disk_util", "memory_util")
+TRIGGERS = ("detector", "forecast", "cluster")
+CONTEXT_FIELDS = ("owner", "criticality", "revenue_per_min", "users", "description")
+REPLAY_LIMITS = ParseLimits(max_past_s=None, max_future_s=None)
 
 
-def label_candidate(service: str, metric: str, key: str, ts_ms: int, index: IncidentIndex) -> dict[str, Any]:
+def service_context(service: str) -> dict[str, Any]:
+    """The context the job reads from Redis for ``service`` (what ``models.context.seed`` writes)."""
+    spec = SERVICES.get(service, {})
+    return {k: spec[k] for k in CONTEXT_FIELDS if k in spec}
+
+
+def label_candidate(service: str, metric: str, key: str, ts_ms: int, index: IncidentIndex,
+                    trigger: str = "detector", instance: str | None = None) -> dict[str, Any]:
     """Ground truth of a candidate on series ``key`` at ``ts_ms``.
 
-    ``fp`` = 1 unless an incident touching the series covers ``[start, end + 10 min]``;
-    ``category`` = the incident's, else the metric's natural one; ``team`` = "sre" for saturation
-    of disk or memory, else the service owner; ``priority`` P1/P2 for real incidents on
-    critical (>= 0.9) / other services, P3/P4 for false positives likewise.
+    A candidate belongs to the earliest incident touching its series whose window
+    ``[start, end + 10 min]`` holds ``ts_ms``; a cluster-triggered one, failing that, to the
+    earliest such incident that moves its entity's vector (touches one of ``ENTITY_METRICS`` of
+    ``instance``, or of the whole service): the clusterer fires on the entity, not on the series
+    whose sample happened to carry the evaluation. ``fp`` = 0 when it belongs to an incident;
+    ``category`` = the incident's, else the metric's natural one; ``team`` = "sre" for
+    saturation of disk or memory, else the service owner; ``priority`` P1/P2 for real incidents
+    on critical (>= 0.9) / other services, P3/P4 for false positives likewise.
     """
     inc = index.series_incident(key, ts_ms)
+    if inc is None and trigger == "cluster" and instance is not None:
+        inc = next((i for i in index.entity_incidents(service, instance, ts_ms)
+                    if set(i.metrics) & set(ENTITY_METRICS)), None)
     spec = SERVICES.get(service, {})
     crit = float(spec.get("criticality", 0.5))
     category = inc.category if inc else _category(metric)
@@ -41,7 +62,7 @@ def label_candidate(service: str, metric: str, key: str, ts_ms: int, index: Inci
     priority = ("P1" if critical else "P2") if inc is not None else ("P3" if critical else "P4")
     return {"fp": 0 if inc else 1, "category": category, "team": team, "priority": priority,
             "incident": inc.id if inc else None, "incident_kind": inc.kind if inc else None,
-            "service": service, "series": key}
+            "service": service, "series": key, "entity": instance, "trigger": trigger}
 
 
 def _instances(scenario: Scenario) -> int:
@@ -53,84 +74,71 @@ def _instances(scenario: Scenario) -> int:
     return max((int(i.split("-")[1]) + 1 for i in insts if i.startswith("i-") and i[2:].isdigit()), default=8)
 
 
-def build_candidates(scenario: Scenario, detector: DetectorModel, forecaster: ForecasterModel,
-                     clusterer: ClustererModel, instances: int | None = None) -> list[tuple[dict, dict]]:
-    """Replay ``scenario`` through the models; one ``(candidate, labels)`` per score >= its threshold.
+def replay_candidates(scenario: Scenario, models: ModelBundle, scoring: ScoringConfig | None = None) -> list[Candidate]:
+    """Every candidate the job's logic raises over ``scenario``, in arrival order.
 
-    Deterministic: same scenario and models, same candidates in the same order. The clusterer
-    uses its trained centroids (no online adaptation) so candidates do not depend on history
-    outside the scenario.
+    ``models`` needs no classifier. Keyed state stays as objects between records (the job
+    encodes it between records; the encodings round-trip exactly, which tests/pipeline checks).
     """
-    index = IncidentIndex(scenario.incidents, instances or _instances(scenario), LABEL_MARGIN_MS)
-    windows: dict[str, SeriesWindow] = {}
-    thresholds: dict[str, AdaptiveThreshold] = {}
-    latest: dict[tuple[str, str], dict[str, float]] = {}
-    recent: dict[str, list[tuple[int, str]]] = {}
-    out: list[tuple[dict, dict]] = []
-    for ts, samples in iter_steps(scenario.events):
-        for s in samples:
-            if s.instance is not None and s.metric in ENTITY_METRICS:
-                latest.setdefault((s.service, s.instance), {})[s.metric] = s.value
-        outlier = _entity_outliers(latest, clusterer)
-
-        warm, rows = [], []
-        for s in samples:
-            w = windows.get(s.key)
-            if w is None:
-                w = windows[s.key] = SeriesWindow()
-            if w.warm:
-                warm.append(s)
-                rows.append(w.detector_features(s.value))
-        scores = detector.score(np.asarray(rows, dtype=np.float32)) if rows else np.empty(0)
-        fired = []
-        for s, row, sc in zip(warm, rows, scores.tolist(), strict=True):
-            th = thresholds.get(s.key)
-            if th is None:
-                th = thresholds[s.key] = detector.new_threshold()
-            thr = th.threshold
-            if sc >= thr:
-                fired.append((s, row, sc, thr))
-            th.update(sc)
-        for s in samples:
-            windows[s.key].update(ts, s.value)
-
-        for s, row, sc, thr in fired:
-            # as the job counts them (models.pipeline.EntityLogic): distinct other series of the
-            # service with a candidate in the last 5 minutes, earlier candidates of this step included
-            q = [r for r in recent.get(s.service, []) if ts - r[0] <= RELATED_WINDOW_MS]
-            related = len({r[1] for r in q if r[1] != s.key})
-            q.append((ts, s.key))
-            recent[s.service] = q
-            ttb = None
-            if s.metric in LIMITS:
-                rows_f, anchor, scale = windows[s.key].forecaster_rows()
-                fc = forecaster.forecast(rows_f, anchor, scale)
-                ttb = forecaster.time_to_breach(fc, s.value, LIMITS[s.metric])
-            spec = SERVICES.get(s.service, {})
-            cand = {
-                "score": float(sc),
-                "threshold": float(thr),
-                "det": [float(v) for v in row],
-                "cluster_outlier": outlier.get((s.service, s.instance or ""), 0.0),
-                "time_to_breach_s": ttb,
-                "criticality": float(spec.get("criticality", 0.5)),
-                "owner": spec.get("owner"),
-                "related_anomalies": related,
-                "ts_ms": int(ts),
-                "metric": s.metric,
-                "text": f"{s.service} {s.metric} {spec.get('description', '')}",
-            }
-            out.append((cand, label_candidate(s.service, s.metric, s.key, ts, index)))
+    scoring = scoring or ScoringConfig()
+    series = SeriesLogic(scoring, models)
+    entity = EntityLogic(scoring, AlertConfig(), models, service_context)
+    tag = scoring.entity_tag
+    s_state: dict[str, SeriesState] = {}
+    e_state: dict[str, EntityState] = {}
+    out: list[Candidate] = []
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for e in scenario.events:
+        parsed = parse_record(dumps(e).encode(), scenario.start_ms, REPLAY_LIMITS)
+        if isinstance(parsed, DeadLetter):
+            raise ValueError(f"the parser refused a generated event ({parsed.reason}: {parsed.detail}): {e}")
+        for ev in parsed:
+            st, scored, _ = series.on_record(s_state.get(ev.series), ev, tag)
+            s_state[ev.series] = st
+            est = e_state.get(ev.service)
+            if est is None:
+                est = e_state[ev.service] = EntityState()
+            c = entity.candidate(est, scored)
+            if c is not None:
+                out.append(c)
     return out
 
 
-def _entity_outliers(latest: dict[tuple[str, str], dict[str, float]],
-                     clusterer: ClustererModel) -> dict[tuple[str, str], float]:
-    ents = [e for e, v in latest.items() if len(v) == len(ENTITY_METRICS)]
-    if not ents:
-        return {}
-    X = np.asarray([entity_vector(latest[e]) for e in ents], dtype=np.float32)
-    d = clusterer.distances(X)
-    cid = d.argmin(axis=1)
-    sc = clusterer.outlier_scores(cid, d[np.arange(len(ents)), cid].astype(np.float64))
-    return dict(zip(ents, sc.tolist(), strict=True))
+def build_candidates(scenario: Scenario, detector: DetectorModel, forecaster: ForecasterModel,
+                     clusterer: ClustererModel, instances: int | None = None,
+                     scoring: ScoringConfig | None = None) -> list[tuple[dict, dict]]:
+    """Replay ``scenario`` through the job's logic; one ``(classifier input, labels)`` per candidate.
+
+    The classifier input is :attr:`models.pipeline.Candidate.inputs` unchanged; the labels are
+    :func:`label_candidate`'s, including the ``trigger``. Deterministic: same scenario and
+    models, same candidates in the same order. The clusterer's centroids start from the trained
+    ones and adapt online as in the job, so candidates depend only on the scenario.
+    """
+    index = IncidentIndex(scenario.incidents, instances or _instances(scenario), LABEL_MARGIN_MS)
+    bundle = ModelBundle(detector, forecaster, clusterer)
+    out = []
+    for c in replay_candidates(scenario, bundle, scoring):
+        s = c.scored
+        out.append((c.inputs, label_candidate(s.service, s.metric, s.series, s.ts_ms, index, c.trigger, s.entity)))
+    return out
+
+
+def sample_weights(cands: list[tuple[dict, dict]]) -> list[float]:
+    """Training weight of each candidate: a cluster evaluation counts once, however many candidates it raised.
+
+    One evaluation of an outlying entity raises a cluster candidate on each of its metric samples
+    of that minute (up to one per ``ENTITY_METRICS``), all carrying the same entity evidence; each
+    of those gets ``1 / k``. Detector and forecast candidates weigh 1. Without this, a handful of
+    drifting entities outweigh every detector candidate and the heads learn their incidents by
+    heart (worse category and priority on held-out scenarios of every trigger).
+    """
+    per_eval = Counter((lab["service"], lab["entity"], c["ts_ms"]) for c, lab in cands if lab["trigger"] == "cluster")
+    return [1.0 / per_eval[(lab["service"], lab["entity"], c["ts_ms"])] if lab["trigger"] == "cluster" else 1.0
+            for c, lab in cands]
+
+
+def trigger_counts(cands: list[tuple[dict, dict]]) -> dict[str, dict[str, int]]:
+    """Per trigger: candidates, and how many of them are true incidents (``fp`` = 0)."""
+    n = Counter(lab["trigger"] for _, lab in cands)
+    tp = Counter(lab["trigger"] for _, lab in cands if lab["fp"] == 0)
+    return {t: {"candidates": n[t], "true_incident": tp[t]} for t in TRIGGERS}

@@ -15,6 +15,7 @@ detector        clean points of s+1..3 (8 h, 8 instances)  s+99 (8 h, 8 instance
 forecaster      s+11..13 (72 h, 2 instances)               s+98 (72 h); intervals from s+14
 clusterer       normal entity steps of s+1..3 and s+11..13 s+99 (peer-drift entities)
 classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
+                (the job's logic, all three triggers)
 ==============  =========================================  ====================================
 
 Everything is seeded and single-threaded where threads could reorder floating-point sums, so
@@ -56,7 +57,7 @@ from models.features import (
 )
 from models.forecaster import LEVELS, ForecasterModel
 from training import evaluate as ev
-from training.candidates import build_candidates
+from training.candidates import TRIGGERS, build_candidates, sample_weights, trigger_counts
 from training.data import Extract, ScenarioSpec, extract, fingerprint
 from training.export import (
     assert_parity,
@@ -685,23 +686,53 @@ def fit_clusterer(cfg: TrainConfig, data: Datasets) -> Trained:
 
 def _candidate_rows(cands: list[tuple[dict, dict]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     X = np.asarray([classifier_features(c) for c, _ in cands], dtype=np.float32).reshape(-1, len(CLASSIFIER_FEATURES))
-    y = {h: np.asarray([str(lab[h]) for _, lab in cands], dtype=object) for h in HEADS}
+    y = {h: np.asarray([str(lab[h]) for _, lab in cands], dtype=object) for h in (*HEADS, "trigger")}
     return X, y
 
 
-def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, forecaster: ForecasterModel,
-                   clusterer: ClustererModel) -> Trained:
-    """One gradient-boosted classifier per head on candidates the upstream models raise."""
+UPSTREAM: dict[str, tuple[type, tuple[str, ...]]] = {
+    "detector": (DetectorModel, DETECTOR_FEATURES), "forecaster": (ForecasterModel, FORECASTER_FEATURES),
+    "clusterer": (ClustererModel, CLUSTERER_FEATURES)}
+
+
+def _candidates_job(job: tuple[ScenarioSpec, dict[str, tuple[bytes, dict[str, Any]]]]) -> list[tuple[dict, dict]]:
+    """Candidates of one scenario, in a worker: the upstream models rebuilt from their bytes."""
+    spec, upstream = job
+    m = {name: runtime(UPSTREAM[name][0], name, b, UPSTREAM[name][1], post) for name, (b, post) in upstream.items()}
+    return build_candidates(spec.build(), m["detector"], m["forecaster"], m["clusterer"], instances=spec.instances)
+
+
+def _head_metrics(h: str, truth: np.ndarray, pred: np.ndarray, p1: np.ndarray | None,
+                  train_labels: np.ndarray) -> dict[str, Any]:
+    out = ev.classification_metrics(truth, pred, train_labels)
+    if p1 is not None:
+        fp_true = truth.astype(int)
+        out.update({"auc": ev.roc_auc(fp_true, p1), "brier": float(np.mean((p1 - fp_true) ** 2)),
+                    "base_rate": float(fp_true.mean())})
+    return out
+
+
+def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained],
+                   workers: Workers | None = None) -> Trained:
+    """One gradient-boosted classifier per head on the candidates the job's own logic raises.
+
+    Candidates come from :func:`training.candidates.build_candidates` (SeriesLogic +
+    EntityLogic.candidate with the just-trained detector, forecaster and clusterer), so all three
+    triggers are in the training data exactly as the job will present them.
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     t0 = time.perf_counter()
-    train: list[tuple[dict, dict]] = []
-    for spec in tqdm(data.cls_train, desc="building candidates", unit="scenario", disable=not cfg.progress):
-        train += build_candidates(spec.build(), detector, forecaster, clusterer, instances=spec.instances)
-    test_spec = data.test.spec
-    test_c = build_candidates(test_spec.build(), detector, forecaster, clusterer, instances=test_spec.instances)
+    blobs = {n: (upstream[n].onnx_bytes, upstream[n].fields["postprocessing"]) for n in UPSTREAM}
+    specs = [*data.cls_train, data.test.spec]
+    with _workers(cfg, workers) as pool:
+        per_spec = pool.map(_candidates_job, [(spec, blobs) for spec in specs], "building candidates", cfg.progress,
+                         _spec_cost)
+    train = [c for cands in per_spec[:-1] for c in cands]
+    test_c = per_spec[-1]
     X, y = _candidate_rows(train)
     Xt, yt = _candidate_rows(test_c)
+    weight = np.asarray(sample_weights(train))
     heads = []
     with threadpool_limits(1):
         for h in HEADS:
@@ -711,7 +742,7 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
             clf = HistGradientBoostingClassifier(max_iter=CLASSIFIER_ITERATIONS[h], learning_rate=0.3,
                                                  max_leaf_nodes=15, min_samples_leaf=10, l2_regularization=1.0,
                                                  early_stopping=False, random_state=cfg.seed)
-            heads.append((h, clf.fit(X, y[h])))
+            heads.append((h, clf.fit(X, y[h], sample_weight=weight)))
     onnx_bytes = hist_gradient_boosting_heads_to_onnx(heads, len(CLASSIFIER_FEATURES), OUTPUT)
     slices = head_slices(heads)
     Xp = np.concatenate([Xt, X])[:PARITY_ROWS]
@@ -725,40 +756,49 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, detector: DetectorModel, fo
     model = runtime(ClassifierModel, "classifier", onnx_bytes, CLASSIFIER_FEATURES, post)
 
     probs = model.predict_proba_batch(Xt)
+    fp_col = post["classes"]["fp"].index("1")
+    counts = {"train": trigger_counts(train), "test": trigger_counts(test_c)}
     evaluation: dict[str, Any] = {"test_scenario": data.test.spec.source(), "train_candidates": len(X),
-                                  "test_candidates": len(Xt)}
+                                  "test_candidates": len(Xt), "candidates_per_trigger": counts}
+    per_trigger: dict[str, Any] = {}
     for h, clf in heads:
         pred = np.asarray(clf.classes_)[probs[h].argmax(axis=1)].astype(str)
-        if h == "fp":
-            fp_true = yt["fp"].astype(int)
-            p1 = probs["fp"][:, list(clf.classes_.astype(str)).index("1")]
-            evaluation["fp"] = {**ev.classification_metrics(yt[h].astype(str), pred, y[h].astype(str)),
-                                "auc": ev.roc_auc(fp_true, p1),
-                                "brier": float(np.mean((p1 - fp_true) ** 2)),
-                                "base_rate": float(fp_true.mean())}
-        else:
-            evaluation[h] = ev.classification_metrics(yt[h].astype(str), pred, y[h].astype(str))
+        p1 = probs["fp"][:, fp_col] if h == "fp" else None
+        evaluation[h] = _head_metrics(h, yt[h].astype(str), pred, p1, y[h].astype(str))
+        for trig in TRIGGERS:
+            m = yt["trigger"] == trig
+            if m.any():
+                r = _head_metrics(h, yt[h][m].astype(str), pred[m], None if p1 is None else p1[m], y[h].astype(str))
+                per_trigger.setdefault(trig, {"candidates": int(m.sum())})[h] = {
+                    k: r[k] for k in ("accuracy", "macro_f1", "majority_accuracy", "auc") if k in r}
+    evaluation["per_trigger"] = per_trigger
     evaluation["parity_max_abs_error"] = parity
     evaluation["parity_tolerance"] = 1e-5
+    width = slices[heads[-1][0]][1]
     fields = {
         "description": "Four HistGradientBoostingClassifier heads, one TreeEnsembleRegressor (softmax) each, "
                        "concatenated into one output",
         "feature_schema": CLASSIFIER_FEATURES,
         "inputs": [{"name": "X", "shape": [None, len(CLASSIFIER_FEATURES)], "dtype": "float32",
-                    "meaning": "classifier_features(candidate) rows"}],
-        "outputs": [{"name": OUTPUT, "shape": [None, slices[heads[-1][0]][1]], "dtype": "float32",
+                    "meaning": "classifier_features(Candidate.inputs) rows"}],
+        "outputs": [{"name": OUTPUT, "shape": [None, width], "dtype": "float32",
                      "meaning": "every head's class probabilities side by side: columns "
                                 "postprocessing.slices[head] hold P(head = c) for c in postprocessing.classes[head]"}],
         "training_data": {"fingerprint": fingerprint(X, *[y[h] for h in HEADS],
                                                      sources=_sources(data.cls_train, "train")),
                           "sources": _sources(data.cls_train, "candidates"), "rows": len(X),
+                          "candidates": "training.candidates.build_candidates: the job's SeriesLogic and "
+                                        "EntityLogic.candidate (default ScoringConfig), all triggers",
+                          "per_trigger": counts["train"],
+                          "sample_weights": "1 per detector/forecast candidate; 1/k for each of the k cluster "
+                                            "candidates one entity evaluation raised",
                           "upstream": {}},
         "postprocessing": post,
         "evaluation": evaluation,
     }
 
     def plot(path: Path) -> None:
-        ev.plot_classifier(path, yt["fp"].astype(int), probs["fp"][:, post["classes"]["fp"].index("1")])
+        ev.plot_classifier(path, yt["fp"].astype(int), probs["fp"][:, fp_col])
 
     return Trained("classifier", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
                    {"heads": heads, "parity_X": Xp})
@@ -780,8 +820,7 @@ def fit_all(cfg: TrainConfig, data: Datasets, workers: Workers | None = None) ->
         steps.update()
         out["clusterer"] = fit_clusterer(cfg, data)
         steps.update()
-        out["classifier"] = fit_classifier(cfg, data, out["detector"].model, out["forecaster"].model,
-                                           out["clusterer"].model)
+        out["classifier"] = fit_classifier(cfg, data, out, workers)
         steps.update()
     finally:
         steps.close()

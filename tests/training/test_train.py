@@ -13,7 +13,7 @@ from models.artifact import ArtifactStore
 from models.features import CLASSIFIER_FEATURES, CLUSTERER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES
 from training.data import ScenarioSpec
 from training.export import ParityError
-from training.train import MODEL_NAMES, TrainConfig, publish, run_training
+from training.train import MODEL_NAMES, UPSTREAM, TrainConfig, Workers, _candidates_job, publish, run_training
 
 SCHEMAS = {"detector": DETECTOR_FEATURES, "forecaster": FORECASTER_FEATURES, "clusterer": CLUSTERER_FEATURES,
            "classifier": CLASSIFIER_FEATURES}
@@ -47,6 +47,17 @@ def test_every_model_is_published_with_held_out_figures(trained_store: Path) -> 
         assert clf[head]["macro_f1"] > clf[head]["majority_macro_f1"]
     assert clf["category"]["macro_f1"] > clf["category"]["majority_macro_f1"]
     assert clf["fp"]["auc"] > 0.85
+    # trained and evaluated on the job's own candidates: every trigger, counted, with figures per trigger
+    per = clf["candidates_per_trigger"]
+    for split in ("train", "test"):
+        assert all(per[split][t]["candidates"] > 0 for t in ("detector", "forecast", "cluster")), per
+    assert sum(v["candidates"] for v in per["train"].values()) == clf["train_candidates"]
+    assert m["classifier"]["training_data"]["per_trigger"] == per["train"]
+    det = clf["per_trigger"]["detector"]
+    assert det["fp"]["auc"] > 0.9 and det["category"]["accuracy"] > 0.75
+    assert clf["per_trigger"]["forecast"]["fp"]["accuracy"] > 0.9  # true forecast alerts are not called false
+    assert [o["name"] for o in m["classifier"]["outputs"]] == ["probabilities"]
+    assert set(m["classifier"]["postprocessing"]["slices"]) == {"priority", "category", "team", "fp"}
     # the classifier records the exact upstream versions it learned from
     assert m["classifier"]["training_data"]["upstream"] == {n: m[n]["version"] for n in MODEL_NAMES[:3]}
     # detector post-processing carries everything the runtime needs
@@ -80,6 +91,17 @@ def test_same_seed_gives_the_same_versions_and_bytes_and_a_report(trained_store:
         assert f"{n}: {v}" in text
         assert (report.parent / f"{n}.png").stat().st_size > 10_000
     assert "alert_f1" in text and "coverage_80" in text and "peer_drift_auc" in text
+
+
+def test_results_do_not_depend_on_the_number_of_workers(trained_store: Path) -> None:
+    store = ArtifactStore(trained_store)
+    blobs = {n: ((trained_store / n / store.latest(n) / "model.onnx").read_bytes(),  # type: ignore[operator]
+                 store.manifest(n, store.latest(n))["postprocessing"]) for n in UPSTREAM}  # type: ignore[arg-type]
+    jobs = [(ScenarioSpec(seed, 1.5, 2, 4), blobs) for seed in (61, 62, 63)]
+    with Workers(1) as one, Workers(2) as two:
+        here = one.map(_candidates_job, jobs, "candidates", False)
+        spawned = two.map(_candidates_job, jobs, "candidates", False, cost=lambda j: -j[0].seed)
+    assert here == spawned and all(here)
 
 
 def _tiny_specs(self: TrainConfig) -> dict[str, list[ScenarioSpec]]:
