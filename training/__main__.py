@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from training import registry_cli
 from training.export import ParityError
 
 
@@ -42,7 +43,8 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ensure,bench}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,ensure,bench,list,show,promote,rollback,diff}")
     p = sub.add_parser("train", help="train, evaluate and publish all four models",
                        description="Train, evaluate, export, parity-check and publish all four models.")
     _common(p)
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure per-call latency (single thread, batch of one) of the latest versions.")
     _common(p)
     p.add_argument("-n", type=int, default=5000, help="calls per measurement (default: %(default)s)")
+    registry_cli.add_commands(sub)
     return parser
 
 
@@ -85,6 +88,8 @@ def _summary(run) -> str:  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in registry_cli.COMMANDS:
+        return registry_cli.run(args)
     if args.command == "bench":
         from training.bench import measure_latencies
 
