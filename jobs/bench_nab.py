@@ -47,6 +47,7 @@ import yaml
 
 from jobs.config import DEFAULT_CONFIG, ROOT, TopicsConfig, VigilConfig
 from jobs.inprocess import InProcessJob
+from jobs.launch import start_job, stop_job
 from models.context import connect
 from models.pipeline import ModelBundle, score_json
 from training import nab
@@ -227,12 +228,9 @@ def _progress(bootstrap: str, group: str, topic: str) -> str:
 
 def run_job(cfg_path: Path, log_path: Path, timeout_s: float, bootstrap: str, group: str, topic: str) -> float:
     """Run the bounded job in a child process group until it finishes; return its wall time."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     t0 = time.time()
     with open(log_path, "w") as log:
-        job = subprocess.Popen([sys.executable, "-m", "jobs.vigil_job", "--config", str(cfg_path), "--bounded"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        job = start_job(cfg_path, bounded=True, log=log)
         print(f"[bench-nab] job started (MiniCluster, pid {job.pid}); log {log_path}", flush=True)
         try:
             next_note = t0 + 30
@@ -244,13 +242,7 @@ def run_job(cfg_path: Path, log_path: Path, timeout_s: float, bootstrap: str, gr
                     next_note += 30
                 time.sleep(1)
         finally:
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGTERM)
-                try:
-                    job.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(job.pid, signal.SIGKILL)
-                    job.wait()
+            stop_job(job)
     if job.returncode != 0:
         tail = log_path.read_text()[-3000:]
         raise MeasurementError(f"the job exited with code {job.returncode}; see {log_path}:\n{tail}")

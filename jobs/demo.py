@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -26,6 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from jobs.config import ROOT, VigilConfig
+from jobs.launch import start_job, stop_job
 from models.context import connect, seed
 from training.simulate import SERVICES, Incident, generate, incident_series
 
@@ -53,7 +52,7 @@ def malformed_records(t_ms: int) -> list[tuple[bytes, str]]:
 
 def to_prometheus(ev: dict) -> dict:
     """The business metric ships as a Prometheus sample, as a remote-write adapter would send it."""
-    ts = datetime.fromtimestamp(ev["timestamp"] / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    ts = datetime.fromtimestamp(ev["timestamp"] / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
     return {"name": ev["metric"], "labels": {"__name__": ev["metric"], "service": ev["service"], **ev["tags"]},
             "value": str(ev["value"]), "timestamp": ts}
 
@@ -156,11 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     # a TERM (from make, CI or a user) must still stop the job this process started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else ROOT / "runs" / f"demo-{run_id}"
     out.mkdir(parents=True, exist_ok=True)
     prefix = f"demo-{run_id}"
-    base = VigilConfig.load()
     overrides = {"kafka": {"group_id": prefix, "startup": "earliest",
                            "topics": {"metrics": f"{prefix}.metrics", "alerts": f"{prefix}.alerts",
                                       "forecasts": f"{prefix}.forecasts", "dead_letters": f"{prefix}.deadletters"}}}
@@ -186,11 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     scen = generate(seed=args.seed, hours=args.hours, start_ms=start, instances=args.instances)
     (out / "incidents.json").write_text(json.dumps([i.to_dict() for i in scen.incidents], indent=1))
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     log = open(out / "job.log", "w")
-    job = subprocess.Popen([sys.executable, "-m", "jobs.vigil_job", "--config", str(cfg_path)], cwd=ROOT, env=env,
-                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    job = start_job(cfg_path, log=log)
     print(f"[demo] started the Flink job (MiniCluster, pid {job.pid}); log {out / 'job.log'}")
 
     alerts_c, dead_c = Collector(boot, topics.alerts), Collector(boot, topics.dead_letters)
@@ -239,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 status = 1
                 break
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGTERM)
-            try:
-                job.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, signal.SIGKILL)
+        stop_job(job)
         alerts_c.stop_flag.set()
         dead_c.stop_flag.set()
         alerts_c.join(10)

@@ -18,8 +18,8 @@ import sysconfig
 from pathlib import Path
 
 from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.common.serialization import SimpleStringSchema
+from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.kafka import (
     DeliveryGuarantee,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from models.artifact import ArtifactError, ArtifactStore
@@ -42,7 +42,7 @@ def _key(name: str, *parts: str) -> str:
 
 def update_event(model: str, version: str, alias: str, previous: str | None, action: str, by: str) -> dict:
     return {"schema": UPDATE_SCHEMA, "model": model, "version": version, "alias": alias, "previous": previous,
-            "action": action, "by": by, "at": datetime.now(timezone.utc).isoformat()}
+            "action": action, "by": by, "at": datetime.now(UTC).isoformat()}
 
 
 class Registry:

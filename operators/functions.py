@@ -21,13 +21,13 @@ from models.config import AlertConfig, ScoringConfig
 from models.context import ContextCache, connect
 from models.pipeline import (
     ENTITY_STATE,
-    score_json,
     SERIES_STATE,
     EntityLogic,
     EntityState,
     ModelBundle,
     SeriesLogic,
     SeriesState,
+    score_json,
 )
 from udfs.parse import DeadLetter, ParseLimits, parse_record
 

@@ -19,7 +19,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 REASONS = (
@@ -75,7 +75,7 @@ class DeadLetter:
                 "payload": text,
                 "payload_encoding": enc,
                 "source": {"topic": topic, "partition": partition, "offset": offset},
-                "received_at": datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(),
+                "received_at": datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat(),
             },
             separators=(",", ":"),
         )

@@ -4,15 +4,12 @@ corrupted version is refused while the old one keeps serving."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from jobs.launch import start_job, stop_job
 from models.artifact import ArtifactStore
 from models.context import connect, seed
 from models.registry import Registry, kafka_publisher
@@ -44,9 +41,7 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
     events = [json.dumps(e).encode() for e in scen.events]
     half = len(events) // 2
     produce(kafka_bootstrap, f"{topic_prefix}.metrics", events[:half])
-    job = subprocess.Popen([sys.executable, "-m", "jobs.vigil_job", "--config", str(cfg)], cwd=ROOT,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    job = start_job(cfg)
     try:
         first = wait_for(lambda: read_all(kafka_bootstrap, f"{topic_prefix}.alerts", committed=False), 240)
         assert first and all(a["models"] == v1 for a in first)
@@ -72,7 +67,8 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
 
         def events_seen():
             evs = read_all(kafka_bootstrap, f"{topic_prefix}.model_events", committed=False)
-            serving = {(e["operator"], e["model"]) for e in evs if e["status"] == "serving" and e["version"] == v2[e["model"]]}
+            serving = {(e["operator"], e["model"]) for e in evs
+                       if e["status"] == "serving" and e["version"] == v2[e["model"]]}
             return evs if len(serving) == 8 else None
 
         evs = wait_for(events_seen, 120)
@@ -102,8 +98,4 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         for name in v1:
             redis.delete(f"vigil:registry:{name}:production", f"vigil:registry:{name}:production:history",
                          f"vigil:registry:{name}:versions")
-        os.killpg(job.pid, signal.SIGTERM)
-        try:
-            job.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
+        stop_job(job)
