@@ -67,6 +67,22 @@ def _sql_props(props: dict[str, str]) -> str:
     return "".join(f",\n  'properties.{k}' = '{v}'" for k, v in sorted(props.items()))
 
 
+def _kafka_table(name: str, topic: str, group_id: str, startup: str, bounded: bool, cfg: VigilConfig,
+                 columns: str) -> str:
+    """DDL of a raw-bytes Kafka source table (the SQL connector gives partition and offset)."""
+    return f"""
+        CREATE TEMPORARY TABLE {name} ({columns}) WITH (
+          'connector' = 'kafka',
+          'topic' = '{topic}',
+          'properties.bootstrap.servers' = '{cfg.kafka.bootstrap_servers}',
+          'properties.group.id' = '{group_id}',
+          'properties.auto.offset.reset' = 'earliest',
+          'scan.startup.mode' = '{startup}',
+          {"'scan.bounded.mode' = 'latest-offset'," if bounded else ""}
+          'format' = 'raw'{_sql_props(cfg.kafka.client_properties())}
+        )"""
+
+
 def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
     exactly = cfg.job.delivery == "exactly_once"
     b = (
@@ -147,33 +163,11 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
     k = cfg.kafka
     if not k.client_properties():  # with security options the topic is the cluster admins' to create
         ensure_compacted_topic(k.bootstrap_servers, k.topics.model_updates)
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY TABLE vigil_metrics_raw (
-          payload BYTES,
-          `partition` INT METADATA VIRTUAL,
-          `offset` BIGINT METADATA VIRTUAL
-        ) WITH (
-          'connector' = 'kafka',
-          'topic' = '{k.topics.metrics}',
-          'properties.bootstrap.servers' = '{k.bootstrap_servers}',
-          'properties.group.id' = '{k.group_id}',
-          'properties.auto.offset.reset' = 'earliest',
-          'scan.startup.mode' = '{_STARTUP[k.startup]}',
-          {"'scan.bounded.mode' = 'latest-offset'," if bounded else ""}
-          'format' = 'raw'{_sql_props(k.client_properties())}
-        )""")
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY TABLE vigil_model_updates (
-          payload BYTES
-        ) WITH (
-          'connector' = 'kafka',
-          'topic' = '{k.topics.model_updates}',
-          'properties.bootstrap.servers' = '{k.bootstrap_servers}',
-          'properties.group.id' = '{k.group_id}-model-updates',
-          'scan.startup.mode' = 'earliest-offset',
-          {"'scan.bounded.mode' = 'latest-offset'," if bounded else ""}
-          'format' = 'raw'{_sql_props(k.client_properties())}
-        )""")
+    t_env.execute_sql(_kafka_table("vigil_metrics_raw", k.topics.metrics, k.group_id, _STARTUP[k.startup], bounded,
+                                   cfg, "payload BYTES, `partition` INT METADATA VIRTUAL, "
+                                        "`offset` BIGINT METADATA VIRTUAL"))
+    t_env.execute_sql(_kafka_table("vigil_model_updates", k.topics.model_updates, f"{k.group_id}-model-updates",
+                                   "earliest-offset", bounded, cfg, "payload BYTES"))
     out = wire(cfg, t_env.to_data_stream(t_env.from_path("vigil_metrics_raw")),
                t_env.to_data_stream(t_env.from_path("vigil_model_updates")))
     for name, topic in (("alerts", k.topics.alerts), ("forecasts", k.topics.forecasts),
