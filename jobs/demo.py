@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 
 from jobs.config import ROOT, VigilConfig
 from jobs.launch import start_job, stop_job
@@ -82,7 +83,10 @@ def job_lag(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str, topic:
     """(records the job has committed, records in the topic)."""
     tp = TopicPartition(topic, 0)
     end = consumer.end_offsets([tp])[tp]
-    offs = admin.list_group_offsets(group).get(group, {})
+    try:
+        offs = admin.list_group_offsets(group).get(group, {})
+    except KafkaError:  # on a new broker the group coordinator takes a moment to exist
+        offs = {}
     done = offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
     return done, end
 
