@@ -13,7 +13,9 @@ rollback to one works; their outputs are joined in the same layout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -59,13 +61,32 @@ class ClassifierModel:
                 raise ValueError(f"classifier {loaded.version}: slice {[a, b]} of head {h!r} does not match its "
                                  f"{len(self.classes[h])} classes")
         self.width = max(b for _, b in self.slices.values())
-        # (head, ((label, column or -1), ...)) in LABELS order: predict_proba's dicts without lookups
-        self._columns = tuple(
-            (h, tuple((lab, self.slices[h][0] + self.classes[h].index(lab) if lab in self.classes[h] else -1)
-                      for lab in labels))
+        # predict_proba's dicts, in LABELS order: one getter per head over the probability row with a
+        # 0.0 appended (column ``width``), which labels the training data never showed point at
+        self._getters = tuple(
+            (h, labels, itemgetter(*(self.slices[h][0] + self.classes[h].index(lab) if lab in self.classes[h]
+                                     else self.width for lab in labels)))
             for h, labels in LABELS.items())
         self._fp_col = self.slices["fp"][0] + self.classes["fp"].index("1")
         self._run = loaded._fast.run if loaded._fast is not None else None
+        self._one_x = np.zeros((1, len(CLASSIFIER_FEATURES)), dtype=np.float32)
+        self._one_p = np.zeros((1, self.width), dtype=np.float32)
+        self._one = self._bind_one() if self._joined else None
+        self._lock = threading.Lock()
+
+    def _bind_one(self) -> Callable[[], Any] | None:
+        """A no-argument call running the graph from ``_one_x`` into ``_one_p`` (None if unsupported)."""
+        sess = self.loaded.session
+        if not hasattr(sess, "io_binding"):
+            return None
+        binding = sess.io_binding()
+        binding.bind_input("X", "cpu", 0, np.float32, list(self._one_x.shape), self._one_x.ctypes.data)
+        binding.bind_output(OUTPUT, "cpu", 0, np.float32, list(self._one_p.shape), self._one_p.ctypes.data)
+        self._binding = binding  # keeps the binding (and through it the buffers' addresses) alive
+        fast, raw = getattr(sess, "_sess", None), getattr(binding, "_iobinding", None)
+        if fast is not None and raw is not None:  # the pybind session, as LoadedModel.run uses it
+            return lambda: fast.run_with_iobinding(raw, None)
+        return lambda: sess.run_with_iobinding(binding)
 
     @classmethod
     def from_store(cls, store: ArtifactStore, version: str | None = None) -> ClassifierModel:
@@ -95,15 +116,19 @@ class ClassifierModel:
         return {h: p[:, a:b] for h, (a, b) in self.slices.items()}
 
     def _row(self, row: Sequence[float] | np.ndarray) -> list[float]:
-        x = np.asarray(row, dtype=np.float32)
-        if x.shape != (len(CLASSIFIER_FEATURES),):
-            return self.probabilities(x)[0].tolist()  # type: ignore[no-any-return]
-        return self._call(x.reshape(1, -1))[0].tolist()  # type: ignore[no-any-return]
+        one = self._one
+        if one is None or len(row) != len(CLASSIFIER_FEATURES) or (isinstance(row, np.ndarray) and row.ndim != 1):
+            return self.probabilities(np.asarray(row, dtype=np.float32))[0].tolist()  # type: ignore[no-any-return]
+        with self._lock:
+            self._one_x[0] = row
+            one()
+            return self._one_p[0].tolist()  # type: ignore[no-any-return]
 
     def predict_proba(self, row: Sequence[float] | np.ndarray) -> dict[str, Any]:
         """``{"priority": {label: p}, "category": {...}, "team": {...}, "fp": float}`` for one row."""
         p = self._row(row)
-        res: dict[str, Any] = {h: {lab: (p[c] if c >= 0 else 0.0) for lab, c in cols} for h, cols in self._columns}
+        p.append(0.0)
+        res: dict[str, Any] = {h: dict(zip(labels, get(p), strict=True)) for h, labels, get in self._getters}
         res["fp"] = p[self._fp_col]
         return res
 
