@@ -14,7 +14,7 @@ detector        clean points of s+1..3 (8 h, 8 instances)  s+99 (8 h, 8 instance
                 thresholds and ensemble weight on s+4
 forecaster      s+11..13 (72 h, 2 instances)               s+98 (72 h); intervals from s+14
 clusterer       normal entity steps of s+1..3 and s+11..13 s+99 (peer-drift entities)
-classifier      candidates of s+5..9 (8 h, 8 instances)    candidates of s+99
+classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
                 (the job's logic, all three triggers)
 ==============  =========================================  ====================================
 
@@ -125,18 +125,14 @@ class TrainConfig:
         return self.workers if self.workers is not None else max(os.cpu_count() or 1, 1)
 
     def specs(self) -> dict[str, list[ScenarioSpec]]:
-        """The scenarios of each role (see the module docstring).
-
-        Classifier scenarios are as long as the held-out one (quick: shorter), so candidate
-        building, the costliest step, splits evenly over two workers.
-        """
+        """The scenarios of each role (see the module docstring)."""
         s = self.seed * 1000
         if self.quick:
-            det_h, cls_h, fc_train_h, fc_h, n_cls = 6.0, 4.0, 48.0, 36.0, 3
+            det_h, cls_h, fc_train_h, fc_h, n_cls = 6.0, 6.0, 48.0, 36.0, 2
             det_train = [ScenarioSpec(s + 1, det_h, 8, 10)]
             fc_train = [ScenarioSpec(s + 11, fc_train_h, 2, 12)]
         else:
-            det_h, cls_h, fc_h, n_cls = 8.0, 8.0, 72.0, 5
+            det_h, cls_h, fc_h, n_cls = 8.0, 10.0, 72.0, 4
             det_train = [ScenarioSpec(s + i, det_h, 8, 10) for i in (1, 2, 3)]
             fc_train = [ScenarioSpec(s + i, fc_h, 2, 15) for i in (11, 12, 13)]
         return {
