@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -61,11 +60,11 @@ class ClassifierModel:
                 raise ValueError(f"classifier {loaded.version}: slice {[a, b]} of head {h!r} does not match its "
                                  f"{len(self.classes[h])} classes")
         self.width = max(b for _, b in self.slices.values())
-        # predict_proba's dicts, in LABELS order: one getter per head over the probability row with a
-        # 0.0 appended (column ``width``), which labels the training data never showed point at
-        self._getters = tuple(
-            (h, labels, itemgetter(*(self.slices[h][0] + self.classes[h].index(lab) if lab in self.classes[h]
-                                     else self.width for lab in labels)))
+        # predict_proba's dicts, in LABELS order: (label, column) per head; labels the training data
+        # never showed point at column ``width``, a 0.0 appended to the probability row
+        self._columns = tuple(
+            (h, tuple((lab, self.slices[h][0] + self.classes[h].index(lab) if lab in self.classes[h] else self.width)
+                      for lab in labels))
             for h, labels in LABELS.items())
         self._fp_col = self.slices["fp"][0] + self.classes["fp"].index("1")
         self._run = loaded._fast.run if loaded._fast is not None else None
@@ -128,7 +127,7 @@ class ClassifierModel:
         """``{"priority": {label: p}, "category": {...}, "team": {...}, "fp": float}`` for one row."""
         p = self._row(row)
         p.append(0.0)
-        res: dict[str, Any] = {h: dict(zip(labels, get(p), strict=True)) for h, labels, get in self._getters}
+        res: dict[str, Any] = {h: {lab: p[c] for lab, c in cols} for h, cols in self._columns}
         res["fp"] = p[self._fp_col]
         return res
 
