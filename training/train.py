@@ -702,9 +702,8 @@ def _candidates_job(job: tuple[ScenarioSpec, dict[str, tuple[bytes, dict[str, An
     return build_candidates(spec.build(), m["detector"], m["forecaster"], m["clusterer"], instances=spec.instances)
 
 
-def _head_metrics(truth: np.ndarray, pred: np.ndarray, p1: np.ndarray | None,
+def _head_metrics(h: str, truth: np.ndarray, pred: np.ndarray, p1: np.ndarray | None,
                   train_labels: np.ndarray) -> dict[str, Any]:
-    """Accuracy and macro-F1 against the training majority; with ``p1`` = P(fp = 1), AUC and Brier too."""
     out = ev.classification_metrics(truth, pred, train_labels)
     if p1 is not None:
         fp_true = truth.astype(int)
@@ -765,11 +764,11 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained
     for h, clf in heads:
         pred = np.asarray(clf.classes_)[probs[h].argmax(axis=1)].astype(str)
         p1 = probs["fp"][:, fp_col] if h == "fp" else None
-        evaluation[h] = _head_metrics(yt[h].astype(str), pred, p1, y[h].astype(str))
+        evaluation[h] = _head_metrics(h, yt[h].astype(str), pred, p1, y[h].astype(str))
         for trig in TRIGGERS:
             m = yt["trigger"] == trig
             if m.any():
-                r = _head_metrics(yt[h][m].astype(str), pred[m], None if p1 is None else p1[m], y[h].astype(str))
+                r = _head_metrics(h, yt[h][m].astype(str), pred[m], None if p1 is None else p1[m], y[h].astype(str))
                 per_trigger.setdefault(trig, {"candidates": int(m.sum())})[h] = {
                     k: r[k] for k in ("accuracy", "macro_f1", "majority_accuracy", "auc") if k in r}
     evaluation["per_trigger"] = per_trigger
