@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -468,6 +467,3 @@ def _summary(s: Scored, trigger: str, explanation: list[tuple[str, float]],
     feats = ", ".join(f"{f} {v:+.1f} IQR" for f, v in explanation)
     return f"{s.metric} of {where} is {s.value:.4g} where {s.expected:.4g} was expected; driven by {feats}."
 
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)
