@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
 ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
 SERIES_STATE = "series_state/v1"
-ENTITY_STATE = "entity_state/v1"
+ENTITY_STATE = "entity_state/v2"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 RELATED_WINDOW_MS = 5 * 60_000
@@ -168,9 +169,10 @@ class SeriesLogic:
         det_m, fc_m = self.models.detector, self.models.forecaster
         x = ev.value
         score, thr, trigger, det = 0.0, 1.0, "", None
-        expected = w.robust()[0] if w.n else x
+        rob = w.robust() if w.n else None
+        expected = rob[0] if rob else x
         if w.n >= self.cfg.warmup:
-            det = w.detector_features(x)
+            det = w.detector_features(x, rob)
             score = det_m.score_one(det)
             at = det_m.new_threshold(st.threshold)
             thr = at.threshold
@@ -242,28 +244,130 @@ class Candidate(NamedTuple):
         return classifier_features(self.inputs)
 
 
-@dataclass
 class EntityState:
-    """Per-service state (state name ``entity_state/v1``), encoded as explicit JSON."""
+    """Per-service state (state name ``entity_state/v2``), in an explicit binary layout.
 
-    latest: dict[str, dict[str, float]] = field(default_factory=dict)
-    clusters: dict[str, list[float]] = field(default_factory=dict)  # entity -> [eval_ts, cid, dist, outlier, streak]
-    centroids: list[list[float]] | None = None
-    centroids_of: str | None = None  # clusterer version the centroids were adapted from
-    recent: list[list[Any]] = field(default_factory=list)  # [ts_ms, series] of recent candidates
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # category -> open alert group
+    It is read and written on every record, so its encoding is most of what the entity operator
+    costs: the numbers are packed arrays (entities x ``ENTITY_METRICS`` latest values, entities x 5
+    cluster assignments, k x d float32 centroids), and the small, irregular parts (``recent``
+    candidates, open alert ``groups``, ``feedback`` verdict weights) are a JSON tail that is decoded
+    only when the logic touches them (on a candidate or a verdict) and otherwise copied through as
+    bytes. v1 (all JSON) is still read: a restored v1 state migrates on its first write.
+    """
+
+    _HEAD = struct.Struct("<BHHBH")  # version, entities, k, d, bytes of names
+    VERSION = 2
+    _NM = len(ENTITY_METRICS)
+    _COLD = ("recent", "groups", "feedback")
+
+    def __init__(self, latest: dict[str, dict[str, float]] | None = None,
+                 clusters: dict[str, list[float]] | None = None, centroids: np.ndarray | None = None,
+                 centroids_of: str | None = None, recent: list[list[Any]] | None = None,
+                 groups: dict[str, dict[str, Any]] | None = None, feedback: dict[str, list[float]] | None = None,
+                 tail: bytes | None = None) -> None:
+        self.latest = latest if latest is not None else {}
+        self.clusters = clusters if clusters is not None else {}  # entity -> [eval_ts, cid, dist, outlier, streak]
+        self.centroids = centroids  # (k, d) float32, adapted online
+        self.centroids_of = centroids_of  # clusterer version the centroids were adapted from
+        self._tail = tail  # the encoded cold part, while nobody has asked for it
+        if tail is None:
+            self._cold = {"recent": recent or [], "groups": groups or {}, "feedback": feedback or {}}
+
+    def _cold_part(self) -> dict[str, Any]:
+        if self._tail is not None:
+            recent, groups, feedback = json.loads(self._tail) if self._tail else ([], {}, {})
+            self._cold = {"recent": recent, "groups": groups, "feedback": feedback}
+            self._tail = None  # touched: re-encoded on the next write
+        return self._cold
+
+    @property
+    def recent(self) -> list[list[Any]]:
+        """``[ts_ms, series]`` of the service's recent candidates."""
+        return self._cold_part()["recent"]
+
+    @recent.setter
+    def recent(self, v: list[list[Any]]) -> None:
+        self._cold_part()["recent"] = v
+
+    @property
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Open alert group per category."""
+        return self._cold_part()["groups"]
+
+    @property
+    def feedback(self) -> dict[str, list[float]]:
+        """Per category, decayed weights of ``[false_positive, true]`` verdicts from the feedback topic."""
+        return self._cold_part()["feedback"]
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": 1, "latest": self.latest, "clusters": self.clusters, "centroids": self.centroids,
-                           "centroids_of": self.centroids_of, "recent": self.recent, "groups": self.groups},
-                          separators=(",", ":")).encode()
+        names = list(self.latest) + [e for e in self.clusters if e not in self.latest]
+        nm = self._NM
+        nan = math.nan
+        lat = [nan] * (len(names) * nm)
+        clu = [nan] * (len(names) * 5)
+        for i, e in enumerate(names):
+            row = self.latest.get(e)
+            if row:
+                for j, m in enumerate(ENTITY_METRICS):
+                    v = row.get(m)
+                    if v is not None:
+                        lat[i * nm + j] = v
+            c = self.clusters.get(e)
+            if c is not None:
+                clu[i * 5:i * 5 + 5] = c
+        name_b = "\x1f".join(names).encode()
+        of_b = (self.centroids_of or "").encode()
+        cents = b"" if self.centroids is None else np.ascontiguousarray(self.centroids, dtype=np.float32).tobytes()
+        k, d = (0, 0) if self.centroids is None else self.centroids.shape
+        tail = self._tail
+        if tail is None:
+            c = self._cold
+            tail = json.dumps([c["recent"], c["groups"], c["feedback"]], separators=(",", ":")).encode() \
+                if (c["recent"] or c["groups"] or c["feedback"]) else b""
+        return b"".join((
+            self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b)), name_b,
+            struct.pack("<B", len(of_b)), of_b,
+            struct.pack(f"<{len(lat) + len(clu)}d", *lat, *clu), cents, tail,
+        ))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityState:
+        if data[:1] == b"{":
+            return cls._from_v1(data)
+        ver, n, k, d, nb = cls._HEAD.unpack_from(data)
+        if ver != cls.VERSION:
+            raise ValueError(f"{ENTITY_STATE}: cannot read state version {ver}")
+        pos = cls._HEAD.size
+        names = data[pos:pos + nb].decode().split("\x1f") if n else []
+        pos += nb
+        lo = data[pos]
+        of = data[pos + 1:pos + 1 + lo].decode() or None
+        pos += 1 + lo
+        nm = cls._NM
+        nums = struct.unpack_from(f"<{n * (nm + 5)}d", data, pos)
+        pos += 8 * n * (nm + 5)
+        latest: dict[str, dict[str, float]] = {}
+        clusters: dict[str, list[float]] = {}
+        for i, e in enumerate(names):
+            row = {m: v for m, v in zip(ENTITY_METRICS, nums[i * nm:i * nm + nm]) if v == v}
+            if row:
+                latest[e] = row
+            c = nums[n * nm + i * 5:n * nm + i * 5 + 5]
+            if c[0] == c[0]:
+                clusters[e] = list(c)
+        cents = None
+        if k:
+            cents = np.frombuffer(data, dtype=np.float32, count=k * d, offset=pos).reshape(k, d).copy()
+            pos += 4 * k * d
+        return cls(latest, clusters, cents, of, tail=bytes(data[pos:]))
+
+    @classmethod
+    def _from_v1(cls, data: bytes) -> EntityState:
         d = json.loads(data)
         if d.get("v") != 1:
             raise ValueError(f"{ENTITY_STATE}: cannot read state version {d.get('v')}")
-        return cls(d["latest"], d["clusters"], d["centroids"], d["centroids_of"], d["recent"], d["groups"])
+        cents = None if d["centroids"] is None else np.asarray(d["centroids"], dtype=np.float32)
+        return cls(d["latest"], d["clusters"], cents, d["centroids_of"], d["recent"], d["groups"])
 
 
 class EntityLogic:
@@ -289,12 +393,12 @@ class EntityLogic:
         if all(v is None for v in vec):
             return None
         if st.centroids is None or st.centroids_of != cl.version:
-            st.centroids, st.centroids_of = cl.centroids.tolist(), cl.version
-        cents = np.asarray(st.centroids, dtype=np.float32)
+            st.centroids, st.centroids_of = np.asarray(cl.centroids, dtype=np.float32), cl.version
+        cents = st.centroids
         full = cl.impute(vec, cents)
         cid, dist, outlier = cl.assign(full, cents)
         if outlier < 0.5 and self.scoring.cluster_adapt_rate > 0:
-            st.centroids = cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate).tolist()
+            st.centroids = np.asarray(cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate), dtype=np.float32)
         streak = (prev[4] + 1) if (prev is not None and outlier >= self.scoring.cluster_alert_above) else (
             1.0 if outlier >= self.scoring.cluster_alert_above else 0.0)
         res = [float(ts_ms), float(cid), dist, outlier, streak]
