@@ -34,9 +34,11 @@ from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
 from models.config import AlertConfig, ScoringConfig
 from models.detector import DetectorModel
+from models.drift import PH_EMPTY, PH_STRUCT, DriftTest, PHState
 from models.features import (
     DETECTOR_FEATURES,
     ENTITY_METRICS,
+    PRIORITIES,
     SeriesWindow,
     classifier_features,
     entity_vector,
@@ -44,10 +46,13 @@ from models.features import (
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
+from udfs.parse import Feedback
 
 ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
-SERIES_STATE = "series_state/v1"
+DRIFT_SCHEMA = "vigil.drift/v1"
+SHADOW_SCHEMA = "vigil.shadow/v1"
+SERIES_STATE = "series_state/v2"
 ENTITY_STATE = "entity_state/v2"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -67,6 +72,7 @@ class ModelBundle:
     forecaster: ForecasterModel
     clusterer: ClustererModel
     classifier: ClassifierModel | None = None  # None: candidates only (training), no alerts
+    shadow: dict[str, Any] = field(default_factory=dict)  # model name -> a version scoring beside, not alerting
 
     @classmethod
     def load(cls, root: str | Path, redis_client: Any | None = None) -> ModelBundle:
@@ -83,14 +89,27 @@ class ModelBundle:
     def versions(self) -> dict[str, str]:
         return {n: getattr(self, n).version for n in MODEL_NAMES if getattr(self, n) is not None}
 
-    def swap(self, root: str | Path, name: str, version: str) -> str | None:
-        """Load and verify ``version`` of model ``name``, then serve it; return the version it replaced.
+    def swap(self, root: str | Path, name: str, version: str | None, alias: str = "production") -> str | None:
+        """Load and verify ``version`` of model ``name``, then serve it as ``alias``; return the version
+        it replaced. ``alias`` is "production" (scores and alerts) or "shadow" (scores beside production,
+        recorded, never alerted; ``version`` None stops shadowing).
 
         Raises :class:`~models.artifact.ArtifactError` (hash, schema, smoke inference) or
-        ``ValueError`` (unknown model) and leaves the bundle untouched when the version is refused.
+        ``ValueError`` (unknown model or alias) and leaves the bundle untouched when the version is refused.
         """
         if name not in LOADERS:
             raise ValueError(f"Unknown model {name!r}. Known models: {list(LOADERS)}.")
+        if alias not in ("production", "shadow"):
+            raise ValueError(f"Unknown alias {alias!r}. Known aliases: ['production', 'shadow'].")
+        if alias == "shadow":
+            old = self.shadow.get(name)
+            if version is None:
+                self.shadow.pop(name, None)
+            else:
+                self.shadow[name] = LOADERS[name].from_store(ArtifactStore(root), version)
+            return None if old is None else old.version
+        if version is None:
+            raise ValueError(f"a production version of {name!r} cannot be removed, only replaced")
         new = LOADERS[name].from_store(ArtifactStore(root), version)
         old = getattr(self, name)
         setattr(self, name, new)  # one attribute write: records before use the old, after use the new
@@ -124,26 +143,48 @@ class Scored(NamedTuple):
 
 @dataclass
 class SeriesState:
-    """Everything kept per series (state name ``series_state/v1``)."""
+    """Everything kept per series (state name ``series_state/v2``).
+
+    v2 added the drift tests, the pending one-step forecast they compare against, and the
+    threshold tail that feedback narrows; a v1 state reads with those empty (a restored job starts
+    its drift tests afresh and has had no feedback yet).
+    """
 
     window: SeriesWindow = field(default_factory=SeriesWindow)
     threshold: tuple[float, float, float] | None = None
     since_forecast: int = 0
     breach_streak: int = 0
+    drift_score: PHState | None = None
+    drift_residual: PHState | None = None
+    pending: tuple[int, float, float] | None = None  # (due ts_ms, forecast value, scale) of the 5-min forecast
+    fb_tail: float = 1.0  # the adaptive threshold's tail (1 - threshold) is multiplied by this
 
-    _TAIL = struct.Struct("<BdddII")
+    _V1 = struct.Struct("<BdddII")
+    _V2 = struct.Struct("<BdddIIqddd")
 
     def to_bytes(self) -> bytes:
         t = self.threshold or (0.0, 0.0, -1.0)
-        return self._TAIL.pack(1, *t, self.since_forecast, self.breach_streak) + self.window.to_bytes()
+        p = self.pending or (-1, 0.0, 0.0)
+        return b"".join((self._V2.pack(2, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail),
+                         PH_STRUCT.pack(*(self.drift_score or PH_EMPTY)),
+                         PH_STRUCT.pack(*(self.drift_residual or PH_EMPTY)),
+                         self.window.to_bytes()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SeriesState:
-        ver, m, v, n, since, streak = cls._TAIL.unpack_from(data)
-        if ver != 1:
+        ver = data[0]
+        if ver == 1:
+            _, m, v, n, since, streak = cls._V1.unpack_from(data)
+            return cls(SeriesWindow.from_bytes(data[cls._V1.size:]), None if n < 0 else (m, v, n), since, streak)
+        if ver != 2:
             raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
-        thr = None if n < 0 else (m, v, n)
-        return cls(SeriesWindow.from_bytes(data[cls._TAIL.size:]), thr, since, streak)
+        _, m, v, n, since, streak, due, pv, ps, tail = cls._V2.unpack_from(data)
+        pos = cls._V2.size
+        ds, dr = PH_STRUCT.unpack_from(data, pos), PH_STRUCT.unpack_from(data, pos + PH_STRUCT.size)
+        pos += 2 * PH_STRUCT.size
+        return cls(SeriesWindow.from_bytes(data[pos:]), None if n < 0 else (m, v, n), since, streak,
+                   None if ds[0] == 0 else ds, None if dr[0] == 0 else dr,  # type: ignore[arg-type]
+                   None if due < 0 else (due, pv, ps), tail)
 
 
 class SeriesLogic:
@@ -152,6 +193,8 @@ class SeriesLogic:
     def __init__(self, cfg: ScoringConfig, models: ModelBundle) -> None:
         self.cfg = cfg
         self.models = models
+        self.drift_score = DriftTest(cfg.drift_score)
+        self.drift_residual = DriftTest(cfg.drift_residual)
 
     def limit_for(self, metric: str) -> float | None:
         lim = self.cfg.limits.get(metric)
@@ -159,15 +202,27 @@ class SeriesLogic:
             lim = self.cfg.limits.get(metric_kind(metric))
         return None if lim is None else float(lim)
 
-    def on_record(self, state: SeriesState | None, ev: Any, entity_tag: str) -> tuple[SeriesState, Scored, str | None]:
+    def threshold(self, st: SeriesState, series: str, adaptive: float) -> float:
+        """The bar a score must reach: the adaptive threshold with its tail narrowed by feedback,
+        never below the floor the detector's manifest learned for this series from feedback."""
+        thr = 1.0 - (1.0 - adaptive) * st.fb_tail
+        floor = self.models.detector.threshold_floor(series)
+        return thr if floor is None else max(thr, floor)
+
+    def on_record(self, state: SeriesState | None, ev: Any, entity_tag: str,
+                  now_ms: int | None = None) -> tuple[SeriesState, Scored, list[tuple[str, str]]]:
         """Fold event ``ev`` (a :class:`udfs.parse.MetricEvent`) into ``state``.
 
-        Returns the new state, the scored sample, and a forecast record (JSON) when one was made.
+        Returns the new state, the scored sample, and side records as ``(kind, JSON)`` pairs:
+        ``"forecast"`` (every ``forecast_every`` samples), ``"drift"`` (a drift test fired) and
+        ``"shadow"`` (a shadow version's score beside production's).
         """
         st = state or SeriesState()
         w = st.window
-        det_m, fc_m = self.models.detector, self.models.forecaster
+        m = self.models
+        det_m, fc_m = m.detector, m.forecaster
         x = ev.value
+        side: list[tuple[str, str]] = []
         score, thr, trigger, det = 0.0, 1.0, "", None
         rob = w.robust() if w.n else None
         expected = rob[0] if rob else x
@@ -175,19 +230,40 @@ class SeriesLogic:
             det = w.detector_features(x, rob)
             score = det_m.score_one(det)
             at = det_m.new_threshold(st.threshold)
-            thr = at.threshold
+            thr = self.threshold(st, ev.series, at.threshold)
             at.update(score)
             st.threshold = at.to_tuple()
             if score >= thr:
                 trigger = "detector"
+            st.drift_score, drifted = self.drift_score.update(st.drift_score, score)
+            if drifted:
+                side.append(("drift", self._drift(ev, "detector_score", det_m.name, det_m.version, self.drift_score,
+                                                  st.drift_score, now_ms)))
+            if "detector" in m.shadow:
+                sh = m.shadow["detector"]
+                s_score = sh.score_one(det)
+                s_thr = self.threshold(st, ev.series, sh.new_threshold(st.threshold).threshold)
+                side.append(("shadow", _shadow(ev, "detector", det_m.version, {"score": round(score, 6),
+                                               "threshold": round(thr, 6), "alert": score >= thr},
+                                               sh.version, {"score": round(s_score, 6), "threshold": round(s_thr, 6),
+                                                            "alert": s_score >= s_thr})))
+        if st.pending is not None and ev.ts_ms >= st.pending[0]:
+            resid = max(min((x - st.pending[1]) / st.pending[2], 1e3), -1e3)
+            st.pending = None
+            st.drift_residual, drifted = self.drift_residual.update(st.drift_residual, resid)
+            if drifted:
+                side.append(("drift", self._drift(ev, "forecast_residual", fc_m.name, fc_m.version,
+                                                  self.drift_residual, st.drift_residual, now_ms)))
         w.update(ev.ts_ms, x)
         st.since_forecast += 1
         forecast = ttb = None
         limit = self.limit_for(ev.metric)
-        fc_json = None
         if w.n >= self.cfg.warmup and (trigger or st.since_forecast >= self.cfg.forecast_every):
             rows, anchor, scale = w.forecaster_rows()
             forecast = tuple(fc_m.forecast(rows, anchor, scale))
+            if st.pending is None:
+                h0 = forecast[0]
+                st.pending = (ev.ts_ms + 60_000 * h0["horizon_min"], h0["value"], scale)
             if limit is not None:
                 ttb = fc_m.time_to_breach(forecast, x, limit)
                 soon = ttb is not None and ttb <= self.cfg.breach_alert_within_min * 60
@@ -196,17 +272,50 @@ class SeriesLogic:
                     trigger = "forecast"
             if st.since_forecast >= self.cfg.forecast_every:
                 st.since_forecast = 0
-                fc_json = json.dumps({
+                side.append(("forecast", json.dumps({
                     "schema": FORECAST_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
                     "tags": dict(ev.tags), "event_time": iso(ev.ts_ms), "value": x,
                     "horizons": [_round_fc(f) for f in forecast], "interval": 0.8,
                     "time_to_breach_s": None if ttb is None else round(ttb, 1), "limit": limit,
                     "model_version": fc_m.version,
-                }, separators=(",", ":"))
+                }, separators=(",", ":"))))
+                if "forecaster" in m.shadow:
+                    sh_fc = m.shadow["forecaster"]
+                    side.append(("shadow", _shadow(ev, "forecaster", fc_m.version,
+                                                   {"horizons": [_round_fc(f) for f in forecast]}, sh_fc.version,
+                                                   {"horizons": [_round_fc(f) for f in
+                                                                 sh_fc.forecast(rows, anchor, scale)]})))
         scored = Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x, score, thr,
                         trigger, tuple(det) if det is not None else None, expected, forecast, ttb, limit,
                         (det_m.version, fc_m.version))
-        return st, scored, fc_json
+        return st, scored, side
+
+    def on_feedback(self, state: SeriesState | None, fb: Feedback) -> SeriesState:
+        """A verdict on an alert of this series: "false_positive" narrows the threshold's tail,
+        "resolved" (a true alert) widens it back towards the model's own; "ack" changes nothing."""
+        st = state or SeriesState()
+        if fb.verdict == "false_positive":
+            st.fb_tail = max(st.fb_tail * self.cfg.feedback_tail_factor, 1e-3)
+        elif fb.verdict == "resolved":
+            st.fb_tail = min(st.fb_tail / self.cfg.feedback_tail_factor, 1.0)
+        return st
+
+    @staticmethod
+    def _drift(ev: Any, signal: str, model: str, version: str, test: DriftTest, ph: PHState,
+               now_ms: int | None) -> str:
+        return json.dumps({
+            "schema": DRIFT_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
+            "tags": dict(ev.tags), "signal": signal, "model": model, "model_version": version,
+            "detector": "page_hinkley", "event_time": iso(ev.ts_ms),
+            "detected_at": iso(ev.ts_ms if now_ms is None else now_ms), "stats": test.stats(ph),
+        }, separators=(",", ":"))
+
+
+def _shadow(ev: Any, model: str, prod_version: str, prod: dict, shadow_version: str, shadow: dict) -> str:
+    """One shadow comparison record (``vigil.shadow/v1``): what production and shadow said of one input."""
+    return json.dumps({"schema": SHADOW_SCHEMA, "model": model, "series": ev.series, "service": ev.service,
+                       "event_time": iso(ev.ts_ms), "production": {"version": prod_version, **prod},
+                       "shadow": {"version": shadow_version, **shadow}}, separators=(",", ":"))
 
 
 def score_json(s: Scored) -> str:
@@ -383,8 +492,10 @@ class EntityLogic:
         self.models = models
         self.context = context
 
-    def _cluster(self, st: EntityState, entity: str, ts_ms: int) -> list[float] | None:
+    def _cluster(self, st: EntityState, entity: str, s: Scored, side: list[tuple[str, str]] | None
+                 ) -> list[float] | None:
         """Re-assign ``entity`` at most once a minute of event time; adapt centroids on normal points."""
+        ts_ms = s.ts_ms
         cl = self.models.clusterer
         prev = st.clusters.get(entity)
         if prev is not None and ts_ms - prev[0] < 60_000:
@@ -397,6 +508,14 @@ class EntityLogic:
         cents = st.centroids
         full = cl.impute(vec, cents)
         cid, dist, outlier = cl.assign(full, cents)
+        shadow = self.models.shadow.get("clusterer")
+        if shadow is not None and side is not None:
+            s_cid, s_dist, s_out = shadow.assign(full)  # its trained centroids: nothing adapted them yet
+            side.append(("shadow", _shadow(s, "clusterer", cl.version, {
+                "cluster": cid, "distance": round(dist, 6), "outlier_score": round(outlier, 6),
+                "alert": outlier >= self.scoring.cluster_alert_above}, shadow.version, {
+                "cluster": s_cid, "distance": round(s_dist, 6), "outlier_score": round(s_out, 6),
+                "alert": s_out >= self.scoring.cluster_alert_above})))
         if outlier < 0.5 and self.scoring.cluster_adapt_rate > 0:
             st.centroids = np.asarray(cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate), dtype=np.float32)
         streak = (prev[4] + 1) if (prev is not None and outlier >= self.scoring.cluster_alert_above) else (
@@ -405,7 +524,8 @@ class EntityLogic:
         st.clusters[entity] = res
         return res
 
-    def candidate(self, state: EntityState, s: Scored) -> Candidate | None:
+    def candidate(self, state: EntityState, s: Scored, side: list[tuple[str, str]] | None = None
+                  ) -> Candidate | None:
         """Fold scored sample ``s`` into ``state`` (updated in place); the candidate it raises, if any.
 
         This is the whole of candidate construction, shared by the job (:meth:`on_record`) and
@@ -413,7 +533,8 @@ class EntityLogic:
         and cluster assignment (centroids adapted online), the trigger ("detector" or "forecast"
         from the series, else "cluster" when the entity's outlier score has stayed at or above
         ``cluster_alert_above`` for three evaluations), the related series, and the classifier
-        input. It needs the clusterer but not the classifier.
+        input. It needs the clusterer but not the classifier. A shadow clusterer's assignment is
+        appended to ``side`` when one is given.
         """
         st = state
         entity = s.entity
@@ -422,7 +543,7 @@ class EntityLogic:
         if entity is not None:
             if s.metric in ENTITY_METRICS:
                 st.latest.setdefault(entity, {})[s.metric] = s.value
-            cluster = self._cluster(st, entity, s.ts_ms)
+            cluster = self._cluster(st, entity, s, side)
             if (not trigger and cluster is not None and cluster[4] >= 3 and s.metric in ENTITY_METRICS
                     and s.det is not None and cluster[0] == float(s.ts_ms)):
                 trigger = "cluster"
@@ -445,29 +566,64 @@ class EntityLogic:
         }
         return Candidate(s, trigger, None if cluster is None else tuple(cluster), tuple(related), ctx, inputs)
 
-    def on_record(self, state: EntityState | None, s: Scored, now_ms: int) -> tuple[EntityState, list[str]]:
-        """Fold one scored sample in; return the new state and the alerts (JSON) to emit."""
+    def on_record(self, state: EntityState | None, s: Scored, now_ms: int
+                  ) -> tuple[EntityState, list[str], list[tuple[str, str]]]:
+        """Fold one scored sample in; return the new state, the alerts (JSON) to emit, and side records
+        as ``(kind, JSON)`` pairs (``"shadow"``: a shadow classifier's or clusterer's answer beside
+        production's)."""
         if self.models.classifier is None:
             raise ValueError("EntityLogic.on_record needs a classifier: this EntityLogic was built from a "
                              "ModelBundle without one, which can only raise candidates (EntityLogic.candidate)")
         st = state or EntityState()
-        cand = self.candidate(st, s)
+        side: list[tuple[str, str]] = []
+        cand = self.candidate(st, s, side)
         if cand is None:
-            return st, []
-        return st, self._alert(st, cand, now_ms)
+            return st, [], side
+        return st, self._alert(st, cand, now_ms, side), side
 
-    def _alert(self, st: EntityState, c: Candidate, now_ms: int) -> list[str]:
+    def on_feedback(self, state: EntityState | None, fb: Feedback) -> EntityState:
+        """A verdict on an alert of this service: weigh it into the category's verdicts.
+
+        "false_positive" and "resolved" (true) count, older verdicts decaying by ``feedback_decay``
+        each time; "ack" is not a verdict on truth and changes nothing.
+        """
+        st = state or EntityState()
+        if fb.verdict in ("false_positive", "resolved"):
+            decay = self.alerts.feedback_decay
+            w = st.feedback.get(fb.category, [0.0, 0.0])
+            st.feedback[fb.category] = [w[0] * decay + (fb.verdict == "false_positive"),
+                                        w[1] * decay + (fb.verdict == "resolved")]
+        return st
+
+    def fp_probability(self, st: EntityState, category: str, model_fp: float) -> float:
+        """The classifier's false-positive probability, moved towards the share of "false positive"
+        verdicts this service's alerts of ``category`` received (weighted as ``feedback_prior`` verdicts)."""
+        w = st.feedback.get(category) if st.feedback else None
+        if not w:
+            return model_fp
+        prior = self.alerts.feedback_prior
+        return (model_fp * prior + w[0]) / (prior + w[0] + w[1])
+
+    def _alert(self, st: EntityState, c: Candidate, now_ms: int, side: list[tuple[str, str]]) -> list[str]:
         """Classify, weigh and group candidate ``c``; the alert (JSON) to emit, if any."""
         m = self.models
         classifier = m.classifier
         assert classifier is not None  # checked in on_record
         s, trigger, cluster, related, ctx = c.scored, c.trigger, c.cluster, c.related, c.context
         score, threshold, det = c.inputs["score"], c.inputs["threshold"], c.inputs["det"]
-        cls = classifier.predict_proba(classifier_features(c.inputs))
+        row = classifier_features(c.inputs)
+        cls = classifier.predict_proba(row)
         category = max(cls["category"], key=cls["category"].get)
-        priority = max(cls["priority"], key=cls["priority"].get)
+        model_priority = max(cls["priority"], key=cls["priority"].get)
         team = max(cls["team"], key=cls["team"].get)
-        fp = cls["fp"]
+        fp = self.fp_probability(st, category, cls["fp"])
+        # false-positive-prone alerts (by the model, or by people's verdicts) lose a priority level
+        demoted = fp >= self.alerts.demote_fp_above and model_priority != PRIORITIES[-1]
+        priority = PRIORITIES[PRIORITIES.index(model_priority) + 1] if demoted else model_priority
+        shadow = m.shadow.get("classifier")
+        if shadow is not None:
+            sc = shadow.predict_proba(row)
+            side.append(("shadow", _shadow(s, "classifier", classifier.version, _top(cls), shadow.version, _top(sc))))
         if trigger == "forecast":
             ttb = s.time_to_breach_s or 0.0
             severity = "critical" if ttb < 1800 else ("high" if ttb < 7200 else "medium")
@@ -532,7 +688,9 @@ class EntityLogic:
             "team": team,
             "false_positive_probability": round(fp, 4),
             "classifier": {"priority": _rd(cls["priority"]), "category": _rd(cls["category"]),
-                           "team": _rd(cls["team"])},
+                           "team": _rd(cls["team"]), "fp": round(cls["fp"], 4), "priority_demoted": demoted,
+                           "features": [round(v, 6) for v in row]},
+            "feedback": _feedback_summary(st.feedback.get(category) if st.feedback else None),
             "impact": business_impact(category, severity, ctx, frac),
             "forecast": {
                 "interval": 0.8,
@@ -553,6 +711,17 @@ class EntityLogic:
                        "classifier": classifier.version},
         }
         return [json.dumps(alert, separators=(",", ":"))]
+
+
+def _top(cls: dict[str, Any]) -> dict[str, Any]:
+    return {"priority": max(cls["priority"], key=cls["priority"].get),
+            "category": max(cls["category"], key=cls["category"].get),
+            "team": max(cls["team"], key=cls["team"].get), "fp": round(cls["fp"], 6)}
+
+
+def _feedback_summary(w: list[float] | None) -> dict[str, float] | None:
+    """The decayed verdict weights that moved the false-positive probability, or None without feedback."""
+    return None if not w else {"false_positive": round(w[0], 4), "true": round(w[1], 4)}
 
 
 def _rd(d: dict[str, float]) -> dict[str, float]:

@@ -29,10 +29,12 @@ from models.pipeline import (
     SeriesState,
     score_json,
 )
-from udfs.parse import DeadLetter, ParseLimits, parse_record
+from udfs.parse import DeadLetter, Feedback, ParseLimits, parse_feedback, parse_record
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
+DRIFT = OutputTag("drift", Types.STRING())
+SHADOW = OutputTag("shadow", Types.STRING())
 SCORES = OutputTag("scores", Types.STRING())
 MODEL_EVENTS = OutputTag("model-events", Types.STRING())
 # the versions the job was told to serve, kept in broadcast state so that a restore knows them
@@ -95,6 +97,22 @@ class ParseValidate(ProcessFunction):
             yield ev
 
 
+class ParseFeedback(ProcessFunction):
+    """Raw rows of the alert-feedback topic -> :class:`~udfs.parse.Feedback`; refusals -> dead letters."""
+
+    def __init__(self, topic: str, max_bytes: int) -> None:
+        self.topic = topic
+        self.max_bytes = max_bytes
+
+    def process_element(self, row, ctx):
+        payload = bytes(row[0]) if row[0] is not None else b""
+        out = parse_feedback(payload, self.max_bytes)
+        if isinstance(out, DeadLetter):
+            yield DEAD_LETTERS, out.to_json(payload, self.topic, row[1], row[2], _now_ms())
+            return
+        yield out
+
+
 class EventTime(TimestampAssigner):
     def extract_timestamp(self, value, record_timestamp: int) -> int:
         return value.ts_ms
@@ -121,20 +139,23 @@ class HotSwap(KeyedBroadcastProcessFunction):
         except (ValueError, KeyError, TypeError) as e:
             yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused", f"unreadable update: {e}", now)
             return
-        if alias != "production":
-            return
         try:
-            previous = self._bundle().swap(self.registry_root, model, version)
+            previous = self._bundle().swap(self.registry_root, model, version, alias)
         except Exception as e:  # noqa: BLE001 - any failure means: keep serving the old version
-            yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "refused", str(e), now)
+            yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "refused", str(e), now, alias)
             return
-        ctx.get_broadcast_state(MODEL_VERSIONS).put(model, version)
-        yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "serving", f"replaced {previous}", now)
+        ctx.get_broadcast_state(MODEL_VERSIONS).put(f"{model}@{alias}", version or "")
+        status = "serving" if version is not None else "stopped"
+        yield MODEL_EVENTS, _model_event(self.operator_name, model, version, status, f"replaced {previous}", now,
+                                         alias)
 
 
-def _model_event(op: str, model, version, status: str, detail: str, now_ms: int) -> str:
+def _model_event(op: str, model, version, status: str, detail: str, now_ms: int, alias: str = "production") -> str:
     return json.dumps({"schema": "vigil.model-event/v1", "operator": op, "model": model, "version": version,
-                       "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
+                       "alias": alias, "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
+
+
+_SIDE = {"forecast": FORECASTS, "drift": DRIFT, "shadow": SHADOW}
 
 
 class ScoreSeries(HotSwap):
@@ -160,6 +181,12 @@ class ScoreSeries(HotSwap):
         return self.logic.models
 
     def process_element(self, ev, ctx):
+        if type(ev) is Feedback:
+            raw = self.state.value()
+            st = self.logic.on_feedback(SeriesState.from_bytes(raw) if raw is not None else None, ev)
+            self.state.update(st.to_bytes())
+            yield ev  # on to the service's entity state
+            return
         wm = ctx.timer_service().current_watermark()
         if ev.ts_ms < wm:
             self.late.inc()
@@ -170,10 +197,10 @@ class ScoreSeries(HotSwap):
             return
         raw = self.state.value()
         st = SeriesState.from_bytes(raw) if raw is not None else None
-        st, scored, fc = self.logic.on_record(st, ev, self.scoring.entity_tag)
+        st, scored, side = self.logic.on_record(st, ev, self.scoring.entity_tag, _now_ms())
         self.state.update(st.to_bytes())
-        if fc is not None:
-            yield FORECASTS, fc
+        for kind, record in side:
+            yield _SIDE[kind], record
         if self.emit_scores:
             yield SCORES, score_json(scored)
         yield scored
@@ -208,8 +235,13 @@ class ScoreEntity(HotSwap):
     def process_element(self, scored, ctx):
         raw = self.state.value()
         st = EntityState.from_bytes(raw) if raw is not None else None
-        st, alerts = self.logic.on_record(st, scored, _now_ms())
+        if type(scored) is Feedback:
+            self.state.update(self.logic.on_feedback(st, scored).to_bytes())
+            return
+        st, alerts, side = self.logic.on_record(st, scored, _now_ms())
         self.state.update(st.to_bytes())
+        for kind, record in side:
+            yield _SIDE[kind], record
         for a in alerts:
             self.alert_count.inc()
             yield a

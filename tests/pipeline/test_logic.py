@@ -22,7 +22,7 @@ ALERT_FIELDS = {
     "schema", "alert_id", "fingerprint", "revision", "status", "trigger", "series", "window", "event_time",
     "emitted_at", "value", "expected_value", "anomaly", "severity", "priority", "category", "team",
     "false_positive_probability", "classifier", "impact", "forecast", "cluster", "explanation",
-    "recommended_actions", "related_series", "models",
+    "recommended_actions", "related_series", "models", "feedback",
 }
 
 
@@ -122,6 +122,8 @@ def test_every_alert_carries_the_whole_contract(full_run, models):
         assert a["priority"] in ("P1", "P2", "P3", "P4")
         assert 0.0 <= a["false_positive_probability"] <= 1.0
         assert a["models"] == versions
+        assert len(a["classifier"]["features"]) == len(CLASSIFIER_FEATURES)  # for retraining from feedback
+        assert a["feedback"] is None  # no verdicts in this run
         assert len(a["forecast"]["horizons"]) == 5
         for h in a["forecast"]["horizons"]:
             assert h["lower"] <= h["value"] <= h["upper"]
