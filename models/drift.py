@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import struct
-from river.drift import PageHinkley
 
 from models.config import DriftConfig
 
@@ -25,6 +24,10 @@ class DriftTest:
     """Page-Hinkley on one signal, over states held elsewhere (one instance serves every series)."""
 
     def __init__(self, cfg: DriftConfig) -> None:
+        # imported here, not at module level: river pulls in scipy's native extensions, which must not
+        # be imported first from a Flink task thread (see operators.functions.preload_native)
+        from river.drift import PageHinkley
+
         self.cfg = cfg
         self._ph = PageHinkley(min_instances=cfg.min_instances, delta=cfg.delta, threshold=cfg.threshold,
                                alpha=cfg.alpha, mode="both")

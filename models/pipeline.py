@@ -379,6 +379,7 @@ class EntityState:
         self.centroids = centroids  # (k, d) float32, adapted online
         self.centroids_of = centroids_of  # clusterer version the centroids were adapted from
         self._tail = tail  # the encoded cold part, while nobody has asked for it
+        self._cold: dict[str, Any] = {}
         if tail is None:
             self._cold = {"recent": recent or [], "groups": groups or {}, "feedback": feedback or {}}
 
@@ -430,9 +431,9 @@ class EntityState:
         k, d = (0, 0) if self.centroids is None else self.centroids.shape
         tail = self._tail
         if tail is None:
-            c = self._cold
-            tail = json.dumps([c["recent"], c["groups"], c["feedback"]], separators=(",", ":")).encode() \
-                if (c["recent"] or c["groups"] or c["feedback"]) else b""
+            cold = self._cold
+            tail = json.dumps([cold["recent"], cold["groups"], cold["feedback"]], separators=(",", ":")).encode() \
+                if (cold["recent"] or cold["groups"] or cold["feedback"]) else b""
         return b"".join((
             self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b)), name_b,
             struct.pack("<B", len(of_b)), of_b,
@@ -458,7 +459,7 @@ class EntityState:
         latest: dict[str, dict[str, float]] = {}
         clusters: dict[str, list[float]] = {}
         for i, e in enumerate(names):
-            row = {m: v for m, v in zip(ENTITY_METRICS, nums[i * nm:i * nm + nm]) if v == v}
+            row = {m: v for m, v in zip(ENTITY_METRICS, nums[i * nm:i * nm + nm], strict=True) if v == v}
             if row:
                 latest[e] = row
             c = nums[n * nm + i * 5:n * nm + i * 5 + 5]

@@ -5,8 +5,9 @@
   by creation time), one key per alias (``vigil:registry:<model>:<alias>``, e.g. ``production``
   or ``shadow``) and each alias's history (``...:<alias>:history``, newest first) for rollbacks.
 - Promoting or rolling back writes a ``vigil.model-update/v1`` event, keyed by model name (and
-  alias, when it is not ``production``), to the compacted model-updates topic; every operator of the running job loads, verifies and swaps to
-  the version it names, or refuses it and keeps serving the old one.
+  alias, when it is not ``production``), to the compacted model-updates topic; every operator of
+  the running job loads, verifies and swaps to the version it names, or refuses it and keeps
+  serving the old one.
 
 A promotion is refused up front when the version does not load and verify here (hash, schema,
 smoke inference): a broken artifact never reaches the topic.
@@ -40,7 +41,7 @@ def _key(name: str, *parts: str) -> str:
     return ":".join(("vigil", "registry", name, *parts))
 
 
-def update_event(model: str, version: str, alias: str, previous: str | None, action: str, by: str) -> dict:
+def update_event(model: str, version: str | None, alias: str, previous: str | None, action: str, by: str) -> dict:
     return {"schema": UPDATE_SCHEMA, "model": model, "version": version, "alias": alias, "previous": previous,
             "action": action, "by": by, "at": datetime.now(UTC).isoformat()}
 
@@ -122,6 +123,21 @@ class Registry:
         current = self.alias(name, alias)
         self.redis.set(_key(name, alias), target)
         event = update_event(name, target, alias, current, "rollback", by)
+        if self.publish_update is not None:
+            self.publish_update(event)
+        return event
+
+    def clear_shadow(self, name: str, by: str = "cli") -> dict:
+        """Stop shadowing ``name``: drop the ``shadow`` alias and tell the job (an event with no version)."""
+        self._check_model(name)
+        current = self.alias(name, "shadow")
+        if current is None:
+            raise RegistryError(f"{name} has no shadow version.")
+        pipe = self.redis.pipeline()
+        pipe.lpush(_key(name, "shadow", "history"), current)
+        pipe.delete(_key(name, "shadow"))
+        pipe.execute()
+        event = update_event(name, None, "shadow", current, "clear", by)
         if self.publish_update is not None:
             self.publish_update(event)
         return event

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import threading
 import time
 
@@ -41,8 +42,11 @@ MODEL_EVENTS = OutputTag("model-events", Types.STRING())
 MODEL_VERSIONS = MapStateDescriptor("model_versions/v1", Types.STRING(), Types.STRING())
 
 
+NATIVE_MODULES = ("onnxruntime", "river.drift")  # river brings scipy's and sklearn's extensions
+
+
 def preload_native() -> None:
-    """Import onnxruntime's native extension on a fresh Python thread, once per interpreter.
+    """Import the native extensions the models use on a fresh Python thread, once per interpreter.
 
     PyFlink's thread mode embeds one interpreter in the JVM, and a task thread that runs several
     chained Python operators carries several Python thread states. pybind11 extensions take the
@@ -51,17 +55,19 @@ def preload_native() -> None:
     hung for good (seen with py-spy: a task parked in ``_pybind_state``'s ``create_module``). A
     thread Python creates has exactly one thread state, so the import is safe there.
     """
-    if "onnxruntime" in __import__("sys").modules:
+    missing = [m for m in NATIVE_MODULES if m not in sys.modules]
+    if not missing:
         return
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            importlib.import_module("onnxruntime")
+            for m in missing:
+                importlib.import_module(m)
         except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
             errors.append(e)
 
-    t = threading.Thread(target=work, name="vigil-preload-onnxruntime")
+    t = threading.Thread(target=work, name="vigil-preload-native")
     t.start()
     t.join()
     if errors:

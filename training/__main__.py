@@ -44,7 +44,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,ensure,bench,list,show,promote,rollback,diff}")
+                                metavar="{train,ensure,bench,list,show,promote,rollback,unshadow,diff}")
     p = sub.add_parser("train", help="train, evaluate and publish all four models",
                        description="Train, evaluate, export, parity-check and publish all four models.")
     _common(p)

@@ -36,10 +36,10 @@ def live_diff(records: Iterable[dict[str, Any]], model: str, production: str, sh
         pa = [r["production"]["alert"] for r in rows]
         sa = [r["shadow"]["alert"] for r in rows]
         out.update({
-            "both_alert": sum(a and b for a, b in zip(pa, sa)),
-            "only_production_alerts": sum(a and not b for a, b in zip(pa, sa)),
-            "only_shadow_alerts": sum(b and not a for a, b in zip(pa, sa)),
-            "alert_agreement": round(sum(a == b for a, b in zip(pa, sa)) / len(rows), 4),
+            "both_alert": sum(a and b for a, b in zip(pa, sa, strict=True)),
+            "only_production_alerts": sum(a and not b for a, b in zip(pa, sa, strict=True)),
+            "only_shadow_alerts": sum(b and not a for a, b in zip(pa, sa, strict=True)),
+            "alert_agreement": round(sum(a == b for a, b in zip(pa, sa, strict=True)) / len(rows), 4),
             "mean_abs_score_diff": round(sum(abs(r["production"][key] - r["shadow"][key]) for r in rows)
                                          / len(rows), 6),
         })
@@ -49,7 +49,7 @@ def live_diff(records: Iterable[dict[str, Any]], model: str, production: str, sh
     elif model == "forecaster":
         rel = []
         for r in rows:
-            for p, s in zip(r["production"]["horizons"], r["shadow"]["horizons"]):
+            for p, s in zip(r["production"]["horizons"], r["shadow"]["horizons"], strict=False):
                 rel.append(abs(p["value"] - s["value"]) / max(abs(p["value"]), 1e-9))
         out["mean_rel_forecast_diff"] = round(sum(rel) / len(rel), 6) if rel else None
     else:

@@ -288,7 +288,8 @@ def parse_feedback(payload: bytes, max_bytes: int = 65536) -> Feedback | DeadLet
     state that produced the alert; ``by`` says who, ``reason`` why (optional), ``at`` when.
 
     >>> fb = parse_feedback(b'{"schema":"vigil.feedback/v1","alert_id":"a1","series":"api|cpu_util|instance=i-1",'
-    ...                     b'"category":"saturation","verdict":"false_positive","by":"ana","at":"2026-11-29T10:00:00Z"}')
+    ...                     b'"category":"saturation","verdict":"false_positive","by":"ana",'
+    ...                     b'"at":"2026-11-29T10:00:00Z"}')
     >>> fb.service, fb.verdict, fb.at_ms
     ('api', 'false_positive', 1795946400000)
     >>> parse_feedback(b'{"schema":"vigil.feedback/v1","alert_id":"a1","series":"api|cpu|","category":"c",'

@@ -15,8 +15,8 @@ from models.artifact import ArtifactStore
 from models.context import connect, seed
 from models.registry import Registry, kafka_publisher
 from tests.integration.kafka_helpers import job_config, produce, read_all, wait_for
-from training.simulate import SERVICES, generate
 from training.shadow import live_diff
+from training.simulate import SERVICES, generate
 from training.train import train_all
 
 pytestmark = pytest.mark.integration

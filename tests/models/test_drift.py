@@ -38,7 +38,7 @@ def test_one_detector_serves_many_series_without_mixing_them():
     test = DriftTest(DriftConfig())
     quiet, shifted = None, None
     hits = {"quiet": 0, "shifted": 0}
-    for q, s in zip(_stream(1)[:400] * 2, _stream(2)):
+    for q, s in zip(_stream(1)[:400] + _stream(1)[:200], _stream(2), strict=True):
         quiet, h1 = test.update(quiet, q)
         shifted, h2 = test.update(shifted, s)
         hits["quiet"] += h1

@@ -227,3 +227,16 @@ def test_entity_feedback_counts_only_verdicts(cfg, models):
     d = cfg.alerts.feedback_decay
     assert st.feedback["latency"] == pytest.approx([(1 * d + 1) * d, 1.0])
     assert logic.fp_probability(st, "errors", 0.1) == 0.1
+
+
+def test_bundle_loads_and_drops_a_shadow_without_touching_production(trained_store, models):
+    bundle = copy.copy(models)
+    bundle.shadow = {}
+    v = models.detector.version
+    assert bundle.swap(trained_store, "detector", v, "shadow") is None
+    assert bundle.shadow["detector"].version == v and bundle.detector is models.detector
+    assert bundle.swap(trained_store, "detector", None, "shadow") == v and bundle.shadow == {}
+    with pytest.raises(ValueError, match="Unknown alias 'canary'"):
+        bundle.swap(trained_store, "detector", v, "canary")
+    with pytest.raises(ValueError, match="cannot be removed"):
+        bundle.swap(trained_store, "detector", None, "production")
