@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from jobs.config import VigilConfig
 from jobs.inprocess import InProcessJob
@@ -83,8 +84,13 @@ def test_false_positive_verdicts_lower_priority_in_the_running_job(
         admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
 
         def consumed() -> bool:  # offsets are committed on checkpoints, after the records were processed
-            offs = admin.list_consumer_group_offsets(f"{topic_prefix}-feedback")
-            return sum(o.offset for tp, o in offs.items() if tp.topic == f"{topic_prefix}.feedback") >= len(verdicts)
+            group = f"{topic_prefix}-feedback"
+            try:
+                offs = admin.list_group_offsets(group).get(group, {})
+            except KafkaError:  # the group's coordinator may not exist yet
+                return False
+            return sum(max(o.offset, 0) for tp, o in offs.items()
+                       if tp.topic == f"{topic_prefix}.feedback") >= len(verdicts)
 
         assert wait_for(consumed, 120), "the job did not consume the verdicts"
         admin.close()
