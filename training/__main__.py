@@ -194,21 +194,30 @@ def build_inputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                          drift_weight=args.drift_weight)
 
 
+def _f(v: Any) -> str:
+    """A figure with three decimals, or "-" when it is undefined (e.g. an AUC on one class)."""
+    return "-" if v is None else f"{v:.3f}"
+
+
 def _summary(run) -> str:  # type: ignore[no-untyped-def]
     lines = []
     for name, t in run.trained.items():
         e = t.evaluation
         if name == "detector":
-            fig = (f"AP {e['average_precision']:.3f}, ROC AUC {e['roc_auc']:.3f}, alert F1 {e['alert_f1']:.3f} "
-                   f"(precision {e['alert_precision']:.3f}, incident recall {e['incident_recall']:.3f})")
+            fig = (f"AP {_f(e['average_precision'])}, ROC AUC {_f(e['roc_auc'])}, alert F1 {_f(e['alert_f1'])} "
+                   f"(precision {_f(e['alert_precision'])}, incident recall {_f(e['incident_recall'])})")
+            gen = e.get("generator_test")
+            if gen:
+                fig += f"; on the generator's held-out fleet: AP {_f(gen['average_precision'])}, " \
+                       f"alert F1 {_f(gen['alert_f1'])}"
         elif name == "forecaster":
-            fig = (f"MAE {e['mae']:.3f} vs naive {e['naive_mae']:.3f} (scale units), "
-                   f"80% coverage {e['coverage_80']:.3f}")
+            fig = (f"MAE {_f(e['mae'])} vs naive {_f(e['naive_mae'])} (scale units), "
+                   f"80% coverage {_f(e['coverage_80'])}")
         elif name == "clusterer":
-            fig = f"k={e['k']}, peer-drift AUC {e['peer_drift_auc']:.3f}"
+            fig = f"k={e['k']}, peer-drift AUC {_f(e['peer_drift_auc'])}"
         else:
-            fig = ", ".join(f"{h} acc {e[h]['accuracy']:.3f} (majority {e[h]['majority_accuracy']:.3f})"
-                            for h in ("priority", "category", "team")) + f", fp AUC {e['fp']['auc']:.3f}"
+            fig = ", ".join(f"{h} acc {_f(e[h]['accuracy'])} (majority {_f(e[h]['majority_accuracy'])})"
+                            for h in ("priority", "category", "team")) + f", fp AUC {_f(e['fp'].get('auc'))}"
             per = e.get("candidates_per_trigger")
             if per:
                 fig += "; candidates train/test " + ", ".join(
@@ -224,12 +233,11 @@ def _summary(run) -> str:  # type: ignore[no-untyped-def]
                          f" series from feedback")
         if name == "classifier" and "feedback" in e:
             f = e["feedback"]["fp_probability_on_feedback_rows"]
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            lines.append(f"  {'':<11} fp head on {e['feedback']['rows']} feedback rows (fp / resolved): "
-                         f"job {fmt(f['job']['false_positive'])} / {fmt(f['job']['resolved'])}, "
-                         f"without {fmt(f['without_feedback']['false_positive'])} / "
-                         f"{fmt(f['without_feedback']['resolved'])}, "
-                         f"with {fmt(f['with_feedback']['false_positive'])} / {fmt(f['with_feedback']['resolved'])}")
+            lines.append(f"  {'':<11} mean fp probability on {e['feedback']['rows']} feedback rows, false positive / "
+                         f"resolved: job {_f(f['job']['false_positive'])} / {_f(f['job']['resolved'])}, "
+                         f"without feedback {_f(f['without_feedback']['false_positive'])} / "
+                         f"{_f(f['without_feedback']['resolved'])}, with {_f(f['with_feedback']['false_positive'])} / "
+                         f"{_f(f['with_feedback']['resolved'])}")
     first = next(iter(run.trained.values())).fields["training_data"].get("lineage", {})
     if "reason" in first:
         r = first["reason"]

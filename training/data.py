@@ -177,6 +177,7 @@ class ForecastData:
     series: np.ndarray  # (r,) int index into keys
     kind: np.ndarray  # (r,) str: incident kind on the series at the origin ("" if none)
     keys: list[str] = field(default_factory=list)
+    dropped: int = 0  # rows left out because their target lay beyond training.sources.FORECAST_TARGET_LIMIT
 
 
 @dataclass

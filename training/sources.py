@@ -60,6 +60,10 @@ REPLAY_CUTS = (0.6, 0.8)  # fit | validation | test, as fractions of the replaye
 FORECAST_EVERY = {"fit": 10, "validation": 10, "test": 15}
 MIN_DETECTOR_FIT_ROWS = 1000
 MIN_FORECAST_ROWS_PER_HORIZON = 30
+# A forecaster target further than this many robust standard deviations from the last value is left
+# out: the history (say a long run of zeros, whose scale floors at 1e-6) says nothing about it, and
+# one such row (NAB's ec2_disk_write_bytes: 1.4e14 scale units) outweighs every other in the MAE.
+FORECAST_TARGET_LIMIT = 1000.0
 DEFAULT_MAX_RECORDS = 2_000_000
 DEFAULT_BACKGROUND = 50
 
@@ -169,7 +173,8 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
     windows; ``clean`` excludes labelled rows and the ``clean_after_rows`` rows after a window
     (state recovering) and a few before it. Forecaster rows are taken every ``forecast_every``-th
     warm row, one per horizon whose target ``ts + h`` exists exactly in the series and lies
-    inside ``keep`` (no target from a later slice).
+    inside ``keep`` (no target from a later slice); a target beyond :data:`FORECAST_TARGET_LIMIT`
+    scale units is left out and counted (``ForecastData.dropped``).
     """
     lo, hi = keep if keep is not None else (-(2**62), 2**62)
     det_rows: list[list[float]] = []
@@ -181,6 +186,7 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
                                                  "series", "kind")}
     keys = [s.key for s in series]
     n_origins = 0
+    dropped = 0
     for si, s in enumerate(series):
         ts, vals = s.ts, s.values
         n = len(ts)
@@ -219,6 +225,9 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
                     if j is None or not (lo <= int(ts[j]) < hi):
                         continue
                     future = float(vals[j])
+                    if abs(future - anchor) > FORECAST_TARGET_LIMIT * scale:
+                        dropped += 1
+                        continue
                     fc["X"].append(rows[hi_])
                     fc["y"].append((future - anchor) / scale)
                     fc["h"].append(h)
@@ -247,7 +256,7 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
             anchor=np.asarray(fc["anchor"], dtype=np.float64), scale=np.asarray(fc["scale"], dtype=np.float64),
             actual=np.asarray(fc["actual"], dtype=np.float64), origin=np.asarray(fc["origin"], dtype=np.int64),
             step=np.asarray(fc["step"], dtype=np.int64), series=np.asarray(fc["series"], dtype=np.int64),
-            kind=np.asarray(fc["kind"], dtype=object), keys=keys)
+            kind=np.asarray(fc["kind"], dtype=object), keys=keys, dropped=dropped)
     starts = [int(s.ts[0]) for s in series if len(s.ts)]
     ends = [int(s.ts[-1]) for s in series if len(s.ts)]
     sc = Scenario(events=[], incidents=incidents, start_ms=min(starts, default=0), end_ms=max(ends, default=0))

@@ -731,6 +731,10 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
         "per_horizon": per_h,
         "parity_max_abs_error": parity, "parity_tolerance": "1e-4 + 1e-5 * |y|",
     }
+    dropped = {name: e.forecast.dropped for name, e in (("fit", data.fc_train[0]), ("calibration", data.fc_cal),
+                                                         ("test", data.fc_eval)) if e.forecast is not None}
+    if any(dropped.values()):
+        evaluation["rows_left_out_target_beyond_limit"] = dropped
     fields = {
         "description": "HistGradientBoostingRegressor (absolute error) on normalised future deltas, "
                        "one TreeEnsembleRegressor",
