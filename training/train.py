@@ -341,27 +341,31 @@ def _extract_job(job: tuple[ScenarioSpec, dict]) -> Extract:
 
 def prepare(cfg: TrainConfig, workers: Workers | None = None, inputs: RetrainInputs | None = None) -> Datasets:
     """Generate and replay every scenario the run needs (over ``workers``, or ``cfg.n_workers`` new ones),
-    then, for ``--data nab|replay``, the other source's series (see :mod:`training.sources`)."""
+    and, for ``--data nab|replay``, the other source's series (see :mod:`training.sources`).
+
+    The other source is read first, so a missing corpus or an unreachable broker fails before
+    anything is generated. The generator's scenarios are always replayed: the clusterer and the
+    classifier need them, and a model the other source cannot feed falls back to them.
+    """
     inputs = inputs or RetrainInputs()
+    kind = inputs.data.kind
+    source = _source_jobs(cfg, inputs) if kind != "generator" else None
     with _workers(cfg, workers) as w:
         data = _prepare_generator(cfg, w)
-        kind = inputs.data.kind
-        generator = {"requested": kind, "used": "generator"}
-        data.used = {name: dict(generator) for name in MODEL_NAMES}
-        if kind == "generator":
+        data.used = {name: {"requested": kind, "used": "generator"} for name in MODEL_NAMES}
+        if source is None:
             if inputs.drifted:
                 assert inputs.drift is not None
                 data.weights = {"metric_kinds": inputs.drift.metric_kinds(), "weight": float(inputs.drift_weight),
                                 "rule": "rows of the drifted series' metric kinds weigh `weight` times more"}
             return data
-        why_not = {"clusterer": "needs a fleet of entities (several metrics per instance, peers per service)",
-                   "classifier": "needs labelled alerts of every trigger from a fleet of entities"}
-        for name, why in why_not.items():
-            data.used[name]["why"] = why
-        if kind == "nab":
-            _prepare_nab(cfg, w, inputs, data)
-        else:
-            _prepare_replay(cfg, w, inputs, data)
+        jobs, origin, det_roles, fc_roles = source
+        desc = "replaying NAB files" if kind == "nab" else "replaying the metrics topic"
+        ext = dict(zip([r for r, _ in jobs], w.map(extract_job, [j for _, j in jobs], desc, cfg.progress),
+                       strict=True))
+    data.used["clusterer"]["why"] = "needs a fleet of entities (several metrics per instance, peers per service)"
+    data.used["classifier"]["why"] = "needs labelled alerts of every trigger from a fleet of entities"
+    _use_source(data, kind, tuple(ext[r] for r in det_roles), tuple(ext[r] for r in fc_roles), origin)  # type: ignore[arg-type]
     if all(data.used[m]["used"] == "generator" for m in ("detector", "forecaster")):
         raise ValueError(f"--data {kind} could feed neither the detector nor the forecaster: "
                          f"{data.used['detector'].get('fallback')}; {data.used['forecaster'].get('fallback')}")
@@ -388,23 +392,22 @@ def _use_source(data: Datasets, kind: str, det: tuple[Extract, Extract, Extract]
         log.warning("--data %s cannot feed the forecaster (%s): it trains on the generator", kind, short)
 
 
-def _prepare_nab(cfg: TrainConfig, w: Workers, inputs: RetrainInputs, data: Datasets) -> None:
-    from training.nab import nab_root
+SourceJobs = tuple[list[tuple[str, tuple]], dict[str, Any], tuple[str, str, str], tuple[str, str, str]]
 
+
+def _source_jobs(cfg: TrainConfig, inputs: RetrainInputs) -> SourceJobs:
+    """Read ``--data nab|replay``'s series; the extract jobs, the lineage, and which roles feed which model."""
     dc = inputs.data
-    series = nab_series(dc.nab_root, dc.nab_files, dc.nab_limit)
-    jobs = nab_jobs(series, cfg.seed, dc.nab_limit)
-    ext = dict(zip([r for r, _ in jobs], w.map(extract_job, [j for _, j in jobs], "replaying NAB files",
-                                               cfg.progress), strict=True))
-    origin = {"nab_root": str(nab_root(dc.nab_root)), "files": len(series),
-              "split": {r: len(j[0]) for r, j in jobs},
-              "benchmark": "trained on NAB: never use this version for `make bench-nab` figures (look-ahead)"}
-    _use_source(data, "nab", (ext["fit"], ext["validation"], ext["test"]),
-                (ext["fit"], ext["validation"], ext["test"]), origin)
+    if dc.kind == "nab":
+        from training.nab import nab_root
 
-
-def _prepare_replay(cfg: TrainConfig, w: Workers, inputs: RetrainInputs, data: Datasets) -> None:
-    dc = inputs.data
+        series = nab_series(dc.nab_root, dc.nab_files, dc.nab_limit)
+        jobs = nab_jobs(series, cfg.seed, dc.nab_limit)
+        origin = {"nab_root": str(nab_root(dc.nab_root)), "files": len(series),
+                  "split": {r: len(j[0]) for r, j in jobs},
+                  "benchmark": "trained on NAB: never use this version for `make bench-nab` figures (look-ahead)"}
+        roles = ("fit", "validation", "test")
+        return jobs, origin, roles, roles
     replay = inputs.replay
     if replay is None:
         if not dc.bootstrap or not dc.topic:
@@ -420,12 +423,8 @@ def _prepare_replay(cfg: TrainConfig, w: Workers, inputs: RetrainInputs, data: D
     if not series:
         raise ValueError(f"--data replay found no series to train on ({replay.records} records read, "
                          f"dead letters {replay.dead_letters})")
-    jobs = replay_jobs(series, cfg.seed, digest_fields)
-    ext = dict(zip([r for r, _ in jobs], w.map(extract_job, [j for _, j in jobs], "replaying the metrics topic",
-                                               cfg.progress), strict=True))
-    origin = {"replay": replay.describe()}
-    _use_source(data, "replay", (ext["fit"], ext["det_validation"], ext["det_test"]),
-                (ext["fit"], ext["fc_calibration"], ext["fc_test"]), origin)
+    return (replay_jobs(series, cfg.seed, digest_fields), {"replay": replay.describe()},
+            ("fit", "det_validation", "det_test"), ("fit", "fc_calibration", "fc_test"))
 
 
 def _prepare_generator(cfg: TrainConfig, workers: Workers | None = None) -> Datasets:
