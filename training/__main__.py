@@ -144,8 +144,9 @@ def build_inputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         topics = cfg.kafka.topics
         options = client_options(cfg.kafka.client_properties())
     read = {"max_records": args.max_records, "timeout_s": args.read_timeout, "options": options}
-    data = DataConfig(kind=args.data, nab_root=args.nab_root, nab_files=tuple(args.nab_files) if args.nab_files else None,
-                      nab_limit=args.nab_limit, bootstrap=bootstrap,
+    data = DataConfig(kind=args.data, nab_root=args.nab_root,
+                      nab_files=tuple(args.nab_files) if args.nab_files else None, nab_limit=args.nab_limit,
+                      bootstrap=bootstrap,
                       topic=args.topic or (topics.metrics if topics is not None else None),
                       max_records=args.max_records, timeout_s=args.read_timeout, background=args.background,
                       kafka_options=tuple(sorted(options.items())))

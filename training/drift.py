@@ -133,7 +133,8 @@ def parse_drift(records: Iterable[tuple[str, bytes]], since_ms: int | None = Non
             continue
         detected = parse_time_ms(obj.get("detected_at"))
         if detected is None:
-            out.bad.append(_bad(where, "bad_time", f"detected_at {obj.get('detected_at')!r} is not ISO-8601 with a zone"))
+            out.bad.append(_bad(where, "bad_time",
+                                f"detected_at {obj.get('detected_at')!r} is not ISO-8601 with a zone"))
             continue
         if since_ms is not None and detected < since_ms:
             out.before_since += 1

@@ -105,7 +105,8 @@ class DataConfig:
             raise ValueError(f"The 'background' parameter of DataConfig must be a non-negative integer. "
                              f"Got {self.background!r}.")
         if not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0):
-            raise ValueError(f"The 'timeout_s' parameter of DataConfig must be a positive number. Got {self.timeout_s!r}.")
+            raise ValueError(f"The 'timeout_s' parameter of DataConfig must be a positive number. "
+                             f"Got {self.timeout_s!r}.")
 
 
 # --------------------------------------------------------------------------------------------

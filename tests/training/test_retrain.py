@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from retrain_helpers import NAB_FILES, SEED, drift_event, judged_alerts, jsonl, manifests, tiny_specs, train_args
+from retrain_helpers import NAB_FILES, SEED, drift_event, jsonl, judged_alerts, manifests, tiny_specs, train_args
 
 from models.artifact import ArtifactStore
 from models.classifier import ClassifierModel
@@ -16,6 +16,7 @@ from training.feedback import read_feedback, threshold_floors
 from training.nab import DEFAULT_NAB_ROOT
 from training.sources import DataConfig, trained_on_nab
 from training.train import MODEL_NAMES, RetrainInputs, TrainConfig, fit_detector, prepare
+
 
 def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_reason(
         tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Retraining from what the topics hold, against the real Kafka broker: bounded reads, the replay, drift and feedback."""
+"""Retraining from what the topics hold, on the real Kafka broker: bounded reads, the replay, drift and feedback."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def test_replay_of_the_metrics_topic_with_drift_and_feedback_from_their_topics(
     rp = used["replay"]
     assert rp["records"] == len(sc.events) + 2 and rp["events"] == len(sc.events)
     assert rp["dead_letters"] == {"not_json": 1, "not_object": 1}
-    assert rp["read"]["topic"] == metrics and sum(p["read"] for p in rp["read"]["partitions"].values()) == rp["records"]
+    parts = rp["read"]["partitions"].values()
+    assert rp["read"]["topic"] == metrics and sum(p["read"] for p in parts) == rp["records"]
     # drift selected the two drifted series that exist, and ten others as background
     assert rp["selection"] == {"drifted_requested": 3, "drifted_found": 2, "drifted_missing": ["nowhere|cpu_util|"],
                                "background": 10, "background_limit": 10}

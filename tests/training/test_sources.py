@@ -49,8 +49,8 @@ def test_nab_files_become_labelled_series_keyed_as_the_benchmark_keys_them() -> 
         assert s.key == series_key("nab-realAWSCloudwatch", s.metric, ()) and s.service == "nab-realAWSCloudwatch"
         assert len(s.ts) == 1500 and np.median(np.diff(s.ts)) == 5 * MINUTE_MS and (np.diff(s.ts) > 0).all()
         assert s.values[7] == float(f.values[7])
-        assert [(int(np.searchsorted(s.ts, w.start_ms)), int(np.searchsorted(s.ts, w.label_end_ms))) for w in s.windows] \
-            == list(f.windows)
+        rows = [(int(np.searchsorted(s.ts, w.start_ms)), int(np.searchsorted(s.ts, w.label_end_ms))) for w in s.windows]
+        assert rows == list(f.windows)
     ext = extract_series(series, SeriesSpec("nab", "all"), forecast_every=10)
     d = ext.detector
     assert d.incident_keys == [[s.key] for s in series for _ in s.windows]
