@@ -139,7 +139,7 @@ def parse_drift(records: Iterable[tuple[str, bytes]], since_ms: int | None = Non
         if since_ms is not None and detected < since_ms:
             out.before_since += 1
             continue
-        metric = obj.get("metric") if isinstance(obj.get("metric"), str) else series.split("|")[1]
+        metric = obj["metric"] if isinstance(obj.get("metric"), str) else series.split("|")[1]
         version = obj.get("model_version")
         out.events.append(DriftEvent(series, metric, model, str(obj.get("signal", "")), str(obj.get("detector", "")),
                                      version if isinstance(version, str) else None, detected, where))

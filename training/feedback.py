@@ -47,11 +47,9 @@ from typing import Any
 import numpy as np
 
 from models.features import CLASSIFIER_FEATURES
-from training.drift import MAX_LISTED, parse_time_ms
+from training.drift import MAX_LISTED
 
-FEEDBACK_SCHEMA = "vigil.feedback/v1"
 ALERT_SCHEMA = "vigil.alert/v1"
-VERDICTS = ("ack", "resolved", "false_positive")
 HUMAN_WEIGHT = 5.0
 FLOOR_MARGIN = 0.001  # alert scores carry 4 decimals: the floor clears the rejected score by 10 of them
 FLOOR_CAP = 0.999
@@ -143,29 +141,22 @@ def _json_object(where: str, raw: bytes, bad: list[dict[str, str]]) -> dict | No
 
 
 def parse_feedback(records: Iterable[tuple[str, bytes]]) -> tuple[list[Verdict], list[dict[str, str]]]:
-    """Valid feedback records of ``records`` (``(where, raw)`` pairs) and the refused ones with reasons."""
+    """Valid feedback records of ``records`` (``(where, raw)`` pairs) and the refused ones with reasons.
+
+    Validation is the job's own (:func:`udfs.parse.parse_feedback`), so retraining learns from
+    exactly the verdicts the running job accepts; its dead-letter reasons are the reasons here.
+    """
+    from udfs.parse import DeadLetter
+    from udfs.parse import parse_feedback as parse_one
+
     out: list[Verdict] = []
     bad: list[dict[str, str]] = []
     for seq, (where, raw) in enumerate(records):
-        obj = _json_object(where, raw, bad)
-        if obj is None:
+        fb = parse_one(raw)
+        if isinstance(fb, DeadLetter):
+            bad.append(_bad(where, fb.reason, fb.detail))
             continue
-        if obj.get("schema") != FEEDBACK_SCHEMA:
-            bad.append(_bad(where, "wrong_schema", f"schema {obj.get('schema')!r}, expected {FEEDBACK_SCHEMA!r}"))
-            continue
-        missing = [k for k in ("alert_id", "verdict", "by", "at") if not isinstance(obj.get(k), str) or not obj[k]]
-        if missing:
-            bad.append(_bad(where, "missing_field", f"field(s) {missing} missing or not a non-empty string"))
-            continue
-        if obj["verdict"] not in VERDICTS:
-            bad.append(_bad(where, "bad_verdict", f"verdict {obj['verdict']!r}, expected one of {list(VERDICTS)}"))
-            continue
-        at = parse_time_ms(obj["at"])
-        if at is None:
-            bad.append(_bad(where, "bad_time", f"at {obj['at']!r} is not ISO-8601 with a zone"))
-            continue
-        out.append(Verdict(obj["alert_id"], str(obj.get("series") or ""), str(obj.get("category") or ""),
-                           obj["verdict"], obj["by"], str(obj.get("reason") or ""), at, seq, where))
+        out.append(Verdict(fb.alert_id, fb.series, fb.category, fb.verdict, fb.by, fb.reason, fb.at_ms, seq, where))
     return out, bad
 
 
@@ -206,8 +197,8 @@ def parse_alerts(records: Iterable[tuple[str, bytes]], wanted: set[str] | None =
             continue
         if wanted is not None and aid not in wanted:
             continue
-        series = obj.get("series") if isinstance(obj.get("series"), dict) else {}
-        anomaly = obj.get("anomaly") if isinstance(obj.get("anomaly"), dict) else {}
+        series: dict = obj["series"] if isinstance(obj.get("series"), dict) else {}
+        anomaly: dict = obj["anomaly"] if isinstance(obj.get("anomaly"), dict) else {}
         feats, problem = _features(obj)
         rev = obj.get("revision")
         out.setdefault(aid, []).append(Revision(

@@ -7,14 +7,10 @@ does not touch keeps the baseline run's version exactly.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from models.artifact import ArtifactStore
-from models.clusterer import ClustererModel
-from models.detector import DetectorModel
-from models.features import classifier_features
-from models.forecaster import ForecasterModel
-from training.candidates import build_candidates
 from training.data import ScenarioSpec
 from training.train import MODEL_NAMES, TrainConfig
 
@@ -40,27 +36,43 @@ def manifests(root: Path) -> dict[str, dict]:
     return {n: store.manifest(n, store.latest(n)) for n in MODEL_NAMES}  # type: ignore[arg-type]
 
 
-def judged_alerts(root: Path) -> tuple[list[dict], list[dict]]:
-    """Alerts as the job writes them (classifier input row included) for detector candidates of true
-    incidents on a fresh scenario, and verdicts calling most of them false positives: what people
-    say when the fleet's "incidents" of this shape are in fact routine."""
-    store = ArtifactStore(root)
-    det, fc, cl = (cls.from_store(store) for cls in (DetectorModel, ForecasterModel, ClustererModel))
-    cands = build_candidates(ScenarioSpec(71, 2.0, 2, 6).build(), det, fc, cl, instances=2)
-    true_det = [(c, lab) for c, lab in cands if lab["trigger"] == "detector" and lab["fp"] == 0]
-    if len(true_det) < 12:
-        raise AssertionError(f"only {len(true_det)} true detector candidates to judge")
-    alerts, verdicts = [], []
-    for i, (c, lab) in enumerate(true_det[:16]):
-        aid = f"al-{i}"
-        alerts.append({"schema": "vigil.alert/v1", "alert_id": aid, "revision": 0, "trigger": "detector",
-                       "series": {"key": lab["series"]}, "category": lab["category"],
-                       "anomaly": {"score": round(c["score"], 4), "threshold": round(c["threshold"], 4),
-                                   "detector_score": round(c["score"], 4)},
-                       "false_positive_probability": 0.05, "classifier": {"features": classifier_features(c)}})
-        verdicts.append({"schema": "vigil.feedback/v1", "alert_id": aid, "series": lab["series"],
-                         "category": lab["category"], "verdict": "false_positive" if i % 4 else "resolved",
-                         "by": "oncall", "reason": "routine batch job", "at": f"2026-03-01T10:{i:02d}:00Z"})
+def judged_alerts(root: Path, seed: int = 71) -> tuple[list[dict], list[dict]]:
+    """Alerts the job's own logic writes (every revision) over a fresh scenario with the models in
+    ``root``, and people's verdicts on them: detector-triggered alerts on the scenario's true
+    incidents are called false positives (routine for this fleet), all but every fourth, which is
+    resolved; the other alerts are left unjudged. Verdicts that contradict the simulator's labels
+    are what the fp head must learn from."""
+    from models.config import AlertConfig, ScoringConfig
+    from models.pipeline import EntityLogic, ModelBundle, SeriesLogic
+    from training.candidates import REPLAY_LIMITS, service_context
+    from training.data import IncidentIndex
+    from udfs.parse import parse_record
+
+    bundle = ModelBundle.load(root)
+    sc = ScenarioSpec(seed, 4.0, 4, 16).build()
+    scoring = ScoringConfig()
+    series, entity = SeriesLogic(scoring, bundle), EntityLogic(scoring, AlertConfig(), bundle, service_context)
+    s_state: dict = {}
+    e_state: dict = {}
+    alerts: list[dict] = []
+    for e in sc.events:
+        for ev in parse_record(json.dumps(e).encode(), sc.start_ms, REPLAY_LIMITS):  # type: ignore[union-attr]
+            s_state[ev.series], scored, _ = series.on_record(s_state.get(ev.series), ev, scoring.entity_tag)
+            e_state[ev.service], out, _ = entity.on_record(e_state.get(ev.service), scored, ev.ts_ms)
+            alerts += [json.loads(a) for a in out]
+    index = IncidentIndex(sc.incidents, 4)
+    latest = {a["alert_id"]: a for a in alerts}
+    verdicts = []
+    for a in latest.values():
+        ts = int(datetime.fromisoformat(a["event_time"]).timestamp() * 1000)
+        if a["trigger"] != "detector" or index.series_incident(a["series"]["key"], ts) is None:
+            continue
+        verdicts.append({"schema": "vigil.feedback/v1", "alert_id": a["alert_id"], "series": a["series"]["key"],
+                         "category": a["category"], "verdict": "resolved" if len(verdicts) % 4 == 0 else
+                         "false_positive", "by": "oncall", "reason": "routine batch job",
+                         "at": f"2026-03-01T10:{len(verdicts):02d}:00Z"})
+    if len(verdicts) < 6:
+        raise AssertionError(f"only {len(verdicts)} detector alerts on true incidents to judge")
     return alerts, verdicts
 
 

@@ -44,7 +44,7 @@ def test_drift_events_give_the_reason_and_refuse_bad_records_with_reasons() -> N
                                             "bad_time": 1}
 
 
-def verdict(alert_id: str, v: str, at: str = "2026-03-01T10:00:00Z", series: str = "", **kw) -> bytes:
+def verdict(alert_id: str, v: str, at: str = "2026-03-01T10:00:00Z", series: str = "s|m|", **kw) -> bytes:
     return json.dumps({"schema": "vigil.feedback/v1", "alert_id": alert_id, "series": series, "category": "latency",
                        "verdict": v, "by": "alice", "reason": "why not", "at": at, **kw}).encode()
 
@@ -82,9 +82,10 @@ def test_feedback_joins_the_latest_revision_and_the_latest_verdict_and_lists_wha
     assert fb.X[0, 0] == pytest.approx(0.72) and fb.job_fp.tolist() == [0.3, 0.2]
     assert dict(fb.skipped) == {"no_classifier_features": 1, "classifier_features_wrong_length": 1,
                                 "alert_not_found": 1, "ack_no_label": 1}
+    # the job's own validation (udfs.parse.parse_feedback) and its reasons
     assert sorted((b["where"], b["reason"]) for b in fb.bad) == [
-        ("f:10", "missing_field"), ("f:11", "not_object"), ("f:7", "alert_not_found"), ("f:8", "bad_verdict"),
-        ("f:9", "bad_time")]
+        ("f:10", "missing_field"), ("f:11", "not_object"), ("f:7", "alert_not_found"), ("f:8", "invalid_value"),
+        ("f:9", "wrong_type")]
     assert [b["reason"] for b in fb.alerts_bad] == ["not_json"]
     s = fb.summary()
     assert s["classifier_rows"] == 2 and s["classifier_rows_fp"] == 1 and s["bad"] == 5
@@ -102,10 +103,12 @@ def test_threshold_floors_sit_just_above_false_positives_and_never_hide_a_resolv
               alert("c1", C, 0.6), alert("c2", C, 0.95),  # C: the real incident scored far above: floor stays
               alert("d1", D, 0.99, trigger="forecast"),  # D: a forecast-triggered FP moves no detector floor
               alert("e1", E, 1.0)]  # E: capped
-    verdicts = [verdict("a1", "false_positive"), verdict("a2", "false_positive"), verdict("b1", "false_positive"),
-                verdict("b2", "resolved"), verdict("c1", "false_positive"), verdict("c2", "resolved"),
-                verdict("d1", "false_positive"), verdict("e1", "false_positive")]
-    parsed, bad = parse_feedback(enumerate(verdicts))  # type: ignore[arg-type]
+    verdicts = [verdict("a1", "false_positive", series=A), verdict("a2", "false_positive", series=A),
+                verdict("b1", "false_positive", series=B), verdict("b2", "resolved", series=B),
+                verdict("c1", "false_positive", series=C), verdict("c2", "resolved", series=C),
+                verdict("d1", "false_positive", series=D), verdict("e1", "false_positive", series=E)]
+    parsed, bad = parse_feedback((str(i), v) for i, v in enumerate(verdicts))
+    assert bad == []
     revs, n, alerts_bad = parse_alerts([(str(i), a) for i, a in enumerate(alerts)])
     fb = join(parsed, revs, bad, n, alerts_bad)
     floors, why = threshold_floors(fb)
@@ -114,5 +117,5 @@ def test_threshold_floors_sit_just_above_false_positives_and_never_hide_a_resolv
     assert why[B]["floor"] is None and "resolved alert of this series scored 0.7" in why[B]["why_none"]
     assert D not in why
     # an acknowledgement is not a verdict: it sets no floor
-    acked = join(parse_feedback([("x", verdict("a1", "ack"))])[0], revs)
+    acked = join(parse_feedback([("x", verdict("a1", "ack", series=A))])[0], revs)
     assert threshold_floors(acked) == ({}, {})

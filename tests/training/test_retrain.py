@@ -31,25 +31,28 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
         assert main(train_args(tmp_path / "store", tmp_path / "runs", "--feedback-file", str(fb_file), "--alerts-file",
                           str(al_file), "--drift-file", str(dr_file))) == 0
     out = capsys.readouterr().out
-    assert "feedback: 16 records (false_positive 12, resolved 4, ack 0), 16 classifier rows; 2 bad records" in out
+    n, n_fp = len(verdicts), sum(v["verdict"] == "false_positive" for v in verdicts)
+    assert f"feedback: {n} records (false_positive {n_fp}, resolved {n - n_fp}, ack 0), {n} classifier rows; " \
+           f"2 bad records" in out
     assert "drift: 2 events on 2 series" in out and "reason: drift on 2 series from 2 events" in out
     m = manifests(tmp_path / "store")
 
     # the fp head listened: the rows people called false positives now look like false positives
     f = m["classifier"]["evaluation"]["feedback"]
     p = f["fp_probability_on_feedback_rows"]
-    assert f["rows"] == 16 and f["false_positive"] == 12 and f["weight_per_row"] == 5.0
+    assert f["rows"] == n and f["false_positive"] == n_fp and f["weight_per_row"] == 5.0
     assert p["without_feedback"]["false_positive"] < 0.2 < 0.5 < p["with_feedback"]["false_positive"]
-    assert p["with_feedback"]["resolved"] < 0.5 and p["job"]["false_positive"] == pytest.approx(0.05)
+    assert p["with_feedback"]["resolved"] < 0.5 and p["job"]["false_positive"] < 0.2
     assert p["with_feedback"]["agreement"] > p["without_feedback"]["agreement"]
     # these verdicts contradict the simulator's labels (they call its true incidents routine): that costs
     # figures on the simulator's held-out candidates, and the report shows how much
     auc = f["synthetic_test_fp_auc"]
     assert auc["without_feedback"] > 0.9 and auc["with_feedback"] < auc["without_feedback"]
     assert 0 < f["weight_share"] < 0.5
-    # ... and the published ONNX says so too, on the alerts' own rows
+    # ... and the published ONNX says so too, on the alerts' own rows (their latest revision)
     clf = ClassifierModel.from_store(ArtifactStore(tmp_path / "store"))
-    rows = np.asarray([a["classifier"]["features"] for a in alerts], dtype=np.float32)
+    latest = {a["alert_id"]: a for a in alerts}
+    rows = np.asarray([latest[v["alert_id"]]["classifier"]["features"] for v in verdicts], dtype=np.float32)
     is_fp = np.asarray([v["verdict"] == "false_positive" for v in verdicts])
     new_fp = clf.predict_proba_batch(rows)["fp"][:, 1]
     old_fp = ClassifierModel.from_store(ArtifactStore(base_root)).predict_proba_batch(rows)["fp"][:, 1]
@@ -61,8 +64,9 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
     want, why = threshold_floors(fb)
     post = m["detector"]["postprocessing"]
     assert want and post["series_threshold_floor"] == want
-    assert all(want[s] > max(a["anomaly"]["detector_score"] for a, v in zip(alerts, verdicts, strict=True)
-                             if a["series"]["key"] == s and v["verdict"] == "false_positive") for s in want)
+    fp_ids = {v["alert_id"] for v in verdicts if v["verdict"] == "false_positive"}
+    assert all(want[s] > max(a["anomaly"]["detector_score"] for a in alerts
+                             if a["series"]["key"] == s and a["alert_id"] in fp_ids) for s in want)
     assert m["detector"]["evaluation"]["feedback"]["series"] == json.loads(json.dumps(why))
     assert "series_threshold_floor" not in manifests(base_root)["detector"]["postprocessing"]
 
@@ -72,8 +76,8 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
         assert lin["reason"] == {"drift": sorted(drifted), "events": 2, "by_model": {"detector": 1, "forecaster": 1}}
         assert lin["data"] == {"requested": "generator", "used": "generator"}
         assert ("feedback" in lin) == (name in ("detector", "classifier"))
-    assert m["classifier"]["training_data"]["lineage"]["feedback"] == {"records": 16, "false_positive": 12,
-                                                                       "resolved": 4, "ack": 0}
+    assert m["classifier"]["training_data"]["lineage"]["feedback"] == {"records": n, "false_positive": n_fp,
+                                                                       "resolved": n - n_fp, "ack": 0}
     assert any(s.get("source") == "alert-feedback" for s in m["classifier"]["training_data"]["sources"])
     # drift weighted the drifted metric kinds in the detector's and forecaster's data: new versions
     sel = [s for s in m["forecaster"]["training_data"]["sources"] if s.get("role") == "selection"]

@@ -70,12 +70,13 @@ def test_replay_of_the_metrics_topic_with_drift_and_feedback_from_their_topics(
     alerts, verdicts = judged_alerts(base_root)
     fb_t, al_t = _topic(kafka_bootstrap, f"{topic_prefix}.feedback"), _topic(kafka_bootstrap, f"{topic_prefix}.alerts")
     _produce(kafka_bootstrap, al_t, [json.dumps(a).encode() for a in alerts])
-    _produce(kafka_bootstrap, fb_t, [json.dumps(v).encode() for v in verdicts[:6]])
+    _produce(kafka_bootstrap, fb_t, [json.dumps(v).encode() for v in verdicts[:6]] + [b"{}"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TrainConfig, "specs", tiny_specs)
-        assert main(train_args(tmp_path / "store", tmp_path / "runs", "--data", "replay", "--bootstrap", kafka_bootstrap,
+        args = train_args(tmp_path / "store", tmp_path / "runs", "--data", "replay", "--bootstrap", kafka_bootstrap,
                           "--topic", metrics, "--background", "10", "--drift-topic", drift_t,
-                          "--feedback-topic", fb_t, "--alerts-topic", al_t)) == 0
+                          "--feedback-topic", fb_t, "--alerts-topic", al_t)
+        assert main(args) == 0
     out = capsys.readouterr().out
     assert "drift: 3 events on 3 series; 1 bad records" in out
     assert "feedback: 6 records" in out and "data: replay" in out
@@ -106,6 +107,7 @@ def test_replay_of_the_metrics_topic_with_drift_and_feedback_from_their_topics(
     # the reason and the feedback from the topics
     assert det["lineage"]["reason"]["drift"] == sorted(drifted) and det["lineage"]["reason"]["events"] == 3
     assert m["classifier"]["training_data"]["lineage"]["feedback"]["records"] == 6
+    assert "feedback: 6 records" in out and "1 bad records" in out
     assert m["classifier"]["evaluation"]["feedback"]["rows"] == 6
     assert m["clusterer"]["version"] == base.versions["clusterer"]
     assert set(ArtifactStore(tmp_path / "store").versions("detector")) == {m["detector"]["version"]}

@@ -207,3 +207,12 @@ def test_data_config_is_validated() -> None:
         DataConfig(kind="nab", nab_limit=0)
     with pytest.raises(ValueError, match="The 'background' parameter"):
         DataConfig(background=-1)
+
+
+@pytest.mark.parametrize("module", ["training.kafka_io", "training.drift"])
+def test_docstring_examples_of_the_retraining_modules(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
