@@ -214,6 +214,10 @@ def _summary(run) -> str:  # type: ignore[no-untyped-def]
         elif name == "forecaster":
             fig = (f"MAE {_f(e['mae'])} vs naive {_f(e['naive_mae'])} (scale units), "
                    f"80% coverage {_f(e['coverage_80'])}")
+            gen = e.get("generator_test")
+            if gen:
+                fig += f"; on the generator's held-out fleet: MAE {_f(gen['mae'])} vs naive {_f(gen['naive_mae'])}, " \
+                       f"80% coverage {_f(gen['coverage_80'])}"
         elif name == "clusterer":
             fig = f"k={e['k']}, peer-drift AUC {_f(e['peer_drift_auc'])}"
         else:

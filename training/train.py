@@ -18,6 +18,13 @@ classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
                 (the job's logic, all three triggers)
 ==============  =========================================  ====================================
 
+That is the default run. :class:`RetrainInputs` changes it: ``--data nab|replay`` gives the
+detector's and the forecaster's roles to another source (:mod:`training.sources`; the clusterer
+and the classifier keep the generator), drift events add a reason and a data selection
+(:mod:`training.drift`), and alert feedback adds labelled rows to the classifier's fp head and
+threshold floors to the detector (:mod:`training.feedback`). Each manifest's
+``training_data.lineage`` says what fed the model.
+
 Everything is seeded and single-threaded where threads could reorder floating-point sums, so
 the same seed gives byte-identical ONNX and the same content-addressed versions. Scenarios are
 replayed in parallel worker processes (:class:`Workers`, one per CPU by default); each is
@@ -219,6 +226,7 @@ class Datasets:
     cl_train_: list[Extract] | None = None
     used: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights: dict[str, Any] | None = None
+    generator_fc_eval: Extract | None = None  # the generator's forecaster test, when another source replaced it
 
     @property
     def det_test(self) -> Extract:
@@ -385,6 +393,7 @@ def _use_source(data: Datasets, kind: str, det: tuple[Extract, Extract, Extract]
         log.warning("--data %s cannot feed the detector (%s): it trains on the generator", kind, short)
     short = forecaster_shortfall(*fc)
     if short is None:
+        data.generator_fc_eval = data.fc_eval
         data.fc_train, data.fc_cal, data.fc_eval = [fc[0]], fc[1], fc[2]
         data.used["forecaster"] = {"requested": kind, "used": kind, **origin}
     else:
@@ -734,6 +743,17 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
                                                          ("test", data.fc_eval)) if e.forecast is not None}
     if any(dropped.values()):
         evaluation["rows_left_out_target_beyond_limit"] = dropped
+    gen = data.generator_fc_eval
+    if gen is not None and gen.forecast is not None:
+        # the same headline figures on the generator's held-out fleet scenario: comparable across sources
+        g = gen.forecast
+        g_err = np.abs(model.predict(g.X).astype(np.float64) - g.y)
+        g_hw = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in g.horizon])
+        evaluation["generator_test"] = {
+            "test_scenario": gen.spec.source(), "rows": len(g.y), "mae": float(g_err.mean()),
+            "naive_mae": float(np.abs(g.y).mean()),
+            "mae_ratio_vs_naive": float(g_err.mean() / max(float(np.abs(g.y).mean()), 1e-12)),
+            "coverage_80": float((g_err <= g_hw).mean())}
     fields = {
         "description": "HistGradientBoostingRegressor (absolute error) on normalised future deltas, "
                        "one TreeEnsembleRegressor",
