@@ -143,7 +143,8 @@ def build_inputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         bootstrap = bootstrap or cfg.kafka.bootstrap_servers
         topics = cfg.kafka.topics
         options = client_options(cfg.kafka.client_properties())
-    read = {"max_records": args.max_records, "timeout_s": args.read_timeout, "options": options}
+    read = {"max_records": args.max_records, "timeout_s": args.read_timeout, "options": options,
+            "progress": not args.no_progress}
     data = DataConfig(kind=args.data, nab_root=args.nab_root,
                       nab_files=tuple(args.nab_files) if args.nab_files else None, nab_limit=args.nab_limit,
                       bootstrap=bootstrap,

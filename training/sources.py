@@ -357,16 +357,20 @@ class Replay:
                 **({"selection": self.selection} if self.selection else {})}
 
 
-def series_from_records(values: Iterable[bytes], max_bytes: int = 65536) -> tuple[list[Series], dict[str, Any]]:
+def series_from_records(values: Iterable[bytes], max_bytes: int = 65536, progress: bool = False,
+                        total: int | None = None) -> tuple[list[Series], dict[str, Any]]:
     """Parse raw metric records with the job's parser (no time bounds: old data is the point) and
     group them into series. Unparseable records are counted by dead-letter reason, never raised."""
+    from tqdm.auto import tqdm
+
     from udfs.parse import DeadLetter, ParseLimits, parse_record
 
     limits = ParseLimits(max_bytes=max_bytes, max_past_s=None, max_future_s=None)
     groups: dict[str, tuple[Any, list[tuple[int, int, float]]]] = {}
     dead: dict[str, int] = {}
     n_rec = n_ev = 0
-    for seq, payload in enumerate(values):
+    for seq, payload in enumerate(tqdm(values, desc="parsing", unit="record", total=total, disable=not progress,
+                                       mininterval=1.0)):
         n_rec += 1
         parsed = parse_record(payload, 0, limits)
         if isinstance(parsed, DeadLetter):
@@ -389,13 +393,13 @@ def series_from_records(values: Iterable[bytes], max_bytes: int = 65536) -> tupl
     return out, {"records": n_rec, "events": n_ev, "dead_letters": dead}
 
 
-def read_metrics(cfg: DataConfig, bootstrap: str, topic: str, max_bytes: int = 65536) -> Replay:
+def read_metrics(cfg: DataConfig, bootstrap: str, topic: str, max_bytes: int = 65536, progress: bool = False) -> Replay:
     """Read the metrics topic (bounded, up to its end offsets at start) into series."""
     from training.kafka_io import read_topic
 
     r = read_topic(bootstrap, topic, max_records=cfg.max_records, timeout_s=cfg.timeout_s, must_exist=True,
-                   options=dict(cfg.kafka_options))
-    series, stats = series_from_records((rec.value for rec in r.records), max_bytes)
+                   options=dict(cfg.kafka_options), progress=progress)
+    series, stats = series_from_records((rec.value for rec in r.records), max_bytes, progress, len(r.records))
     return Replay(series, stats["records"], stats["events"], stats["dead_letters"], r.describe())
 
 

@@ -421,7 +421,7 @@ def _source_jobs(cfg: TrainConfig, inputs: RetrainInputs) -> SourceJobs:
     if replay is None:
         if not dc.bootstrap or not dc.topic:
             raise ValueError("--data replay needs the Kafka bootstrap servers and the metrics topic")
-        replay = read_metrics(dc, dc.bootstrap, dc.topic)
+        replay = read_metrics(dc, dc.bootstrap, dc.topic, progress=cfg.progress)
     series = replay.series
     digest_fields: tuple[tuple[str, Any], ...] = ()
     if inputs.drifted:
