@@ -270,6 +270,7 @@ def _report_inputs(inputs) -> None:  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its connection chatter is not the run's news
     if args.command in registry_cli.COMMANDS:
         return registry_cli.run(args)
     if args.command == "bench":

@@ -16,8 +16,9 @@ manifests (``{"drift": [series...], "events": n}``) and the selection retraining
   others as background (:func:`training.sources.select_series`);
 * ``--data generator``: the generator cannot reproduce what drifted, so the rows of the drifted
   series' *metric kinds* (``cpu_util``, ``latency_p99_ms``, ...) weigh :data:`DRIFT_WEIGHT` times
-  more: they come first in the detector's fit and calibration sample and carry that sample weight
-  in the forecaster's fit;
+  more, for the model whose signal drifted: they come first in the detector's fit and calibration
+  sample (events with ``model`` "detector") and carry that sample weight in the forecaster's fit
+  (events with ``model`` "forecaster");
 * ``--data nab``: NAB is a fixed corpus with no relation to the fleet's series: the reason is
   recorded, nothing is selected.
 """
@@ -85,10 +86,11 @@ class DriftReport:
     def metrics(self) -> list[str]:
         return sorted({e.metric for e in self.events})
 
-    def metric_kinds(self) -> list[str]:
+    def metric_kinds(self, model: str | None = None) -> list[str]:
+        """Metric kinds (``models.features.metric_kind``) of the series that drifted (for ``model`` only, if given)."""
         from models.features import metric_kind
 
-        return sorted({metric_kind(m) for m in self.metrics})
+        return sorted({metric_kind(e.metric) for e in self.events if model is None or e.model == model})
 
     def reason(self) -> dict[str, Any]:
         """The manifests' ``lineage.reason``: which series drifted, from how many events."""

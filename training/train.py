@@ -364,8 +364,8 @@ def prepare(cfg: TrainConfig, workers: Workers | None = None, inputs: RetrainInp
         if source is None:
             if inputs.drifted:
                 assert inputs.drift is not None
-                data.weights = {"metric_kinds": inputs.drift.metric_kinds(), "weight": float(inputs.drift_weight),
-                                "rule": "rows of the drifted series' metric kinds weigh `weight` times more"}
+                data.weights = {"metric_kinds": {m: inputs.drift.metric_kinds(m) for m in ("detector", "forecaster")},
+                                "weight": float(inputs.drift_weight)}
             return data
         jobs, origin, det_roles, fc_roles = source
         desc = "replaying NAB files" if kind == "nab" else "replaying the metrics topic"
@@ -427,6 +427,9 @@ def _source_jobs(cfg: TrainConfig, inputs: RetrainInputs) -> SourceJobs:
     if inputs.drifted:
         assert inputs.drift is not None
         series, replay.selection = select_series(series, inputs.drift.series, dc.background, cfg.seed)
+        if not replay.selection["drifted_found"]:
+            log.warning("none of the %d drifted series is on the metrics topic: the replay is background only",
+                        replay.selection["drifted_requested"])
         digest_fields = (("selection", {"drifted": replay.selection["drifted_found"],
                                         "background": replay.selection["background"]}),)
     if not series:
@@ -513,6 +516,12 @@ def _count_severities(sev: list[str], true_alert: np.ndarray, want: bool) -> dic
             for lvl in ("low", "medium", "high", "critical")}
 
 
+def _drift_weights(data: Datasets, model: str) -> tuple[list[str], float]:
+    """The metric kinds whose rows weigh more for ``model`` after drift on the generator, and by how much."""
+    w = data.weights or {}
+    return list(w.get("metric_kinds", {}).get(model, [])), float(w.get("weight", 1.0))
+
+
 def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
     """Isolation forest on clean points + robust statistics, calibrated; weight and threshold from validation."""
     from sklearn.ensemble import IsolationForest
@@ -521,14 +530,13 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
     clean = np.concatenate([e.detector.X[e.detector.clean] for e in data.det_train])  # type: ignore[union-attr]
     rng = np.random.default_rng(cfg.seed)
     selection: list[dict] = []
-    if data.weights and data.used["detector"]["used"] == "generator":
+    kinds, dw = _drift_weights(data, "detector")
+    if kinds:
         # drift on the generator: the drifted metric kinds come first in the fit and calibration sample
         w = np.concatenate([metric_kind_weights(e.detector.keys, e.detector.series[e.detector.clean],  # type: ignore[union-attr]
-                                                data.weights["metric_kinds"], data.weights["weight"])
-                            for e in data.det_train])
+                                                kinds, dw) for e in data.det_train])
         perm = weighted_permutation(rng, w)
-        selection = [{"role": "selection", "drift_metric_kinds": data.weights["metric_kinds"],
-                      "weight": data.weights["weight"]}]
+        selection = [{"role": "selection", "drift_metric_kinds": kinds, "weight": dw}]
     else:
         perm = rng.permutation(len(clean))
     n_fit = min(len(clean) // 2, cfg.if_fit_rows)
@@ -682,12 +690,11 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
     y = np.concatenate([f.y for f in tr])  # type: ignore[union-attr]
     weight = None
     selection: list[dict] = []
-    if data.weights and data.used["forecaster"]["used"] == "generator":
+    kinds, dw = _drift_weights(data, "forecaster")
+    if kinds:
         # drift on the generator: rows of the drifted metric kinds weigh more in the fit
-        weight = np.concatenate([metric_kind_weights(f.keys, f.series, data.weights["metric_kinds"],  # type: ignore[union-attr]
-                                                     data.weights["weight"]) for f in tr])
-        selection = [{"role": "selection", "drift_metric_kinds": data.weights["metric_kinds"],
-                      "weight": data.weights["weight"]}]
+        weight = np.concatenate([metric_kind_weights(f.keys, f.series, kinds, dw) for f in tr])  # type: ignore[union-attr]
+        selection = [{"role": "selection", "drift_metric_kinds": kinds, "weight": dw}]
     # 60 trees of 31 leaves: within 3% of the MAE of 200 trees at a third of the per-row cost
     reg = HistGradientBoostingRegressor(
         loss="absolute_error", max_iter=FORECASTER_TREES, learning_rate=0.2, max_leaf_nodes=31,

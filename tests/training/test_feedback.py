@@ -36,7 +36,7 @@ def test_drift_events_give_the_reason_and_refuse_bad_records_with_reasons() -> N
     d = parse_drift(records, since_ms=1772236800000)  # 2026-02-28T00:00:00Z
     assert d.reason() == {"drift": ["payments|error_rate|instance=i-1", "search|latency_p99_ms|instance=i-3"],
                           "events": 3, "by_model": {"detector": 2, "forecaster": 1}}
-    assert d.metric_kinds() == ["error_rate", "latency_p99_ms"]
+    assert d.metric_kinds() == ["error_rate", "latency_p99_ms"] and d.metric_kinds("forecaster") == ["error_rate"]
     assert d.before_since == 1
     assert [(b["where"], b["reason"]) for b in d.bad] == [
         ("f:4", "not_json"), ("f:5", "wrong_schema"), ("f:6", "bad_model"), ("f:7", "bad_series"), ("f:8", "bad_time")]

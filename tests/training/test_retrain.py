@@ -80,8 +80,9 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
                                                                        "resolved": n - n_fp, "ack": 0}
     assert any(s.get("source") == "alert-feedback" for s in m["classifier"]["training_data"]["sources"])
     # drift weighted the drifted metric kinds in the detector's and forecaster's data: new versions
-    sel = [s for s in m["forecaster"]["training_data"]["sources"] if s.get("role") == "selection"]
-    assert sel == [{"role": "selection", "drift_metric_kinds": ["error_rate", "latency_p99_ms"], "weight": 3.0}]
+    for name, kinds in (("detector", ["latency_p99_ms"]), ("forecaster", ["error_rate"])):
+        sel = [s for s in m[name]["training_data"]["sources"] if s.get("role") == "selection"]
+        assert sel == [{"role": "selection", "drift_metric_kinds": kinds, "weight": 3.0}]
     for name in MODEL_NAMES:
         changed = m[name]["version"] != base.versions[name]
         assert changed == (name != "clusterer"), name
