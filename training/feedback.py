@@ -80,7 +80,8 @@ class Revision:
     series: str
     trigger: str
     detector_score: float | None
-    fp_probability: float | None
+    fp_probability: float | None  # what the alert said (the job's, after its online feedback)
+    model_fp: float | None  # the serving classifier's own estimate (alert.classifier.fp), if written
     features: tuple[float, ...] | None
     features_problem: str | None
 
@@ -99,6 +100,7 @@ class Feedback:
     y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     alert_ids: list[str] = field(default_factory=list)
     job_fp: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    model_fp: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     origin: dict[str, Any] = field(default_factory=dict)
 
     def lineage(self) -> dict[str, int]:
@@ -201,10 +203,11 @@ def parse_alerts(records: Iterable[tuple[str, bytes]], wanted: set[str] | None =
         anomaly: dict = obj["anomaly"] if isinstance(obj.get("anomaly"), dict) else {}
         feats, problem = _features(obj)
         rev = obj.get("revision")
+        cls = obj["classifier"] if isinstance(obj.get("classifier"), dict) else {}
         out.setdefault(aid, []).append(Revision(
             aid, rev if isinstance(rev, int) and not isinstance(rev, bool) else 0, seq, str(series.get("key") or ""),
             str(obj.get("trigger") or ""), _number(anomaly.get("detector_score")),
-            _number(obj.get("false_positive_probability")), feats, problem))
+            _number(obj.get("false_positive_probability")), _number(cls.get("fp")), feats, problem))
     return out, n, bad
 
 
@@ -223,7 +226,7 @@ def join(verdicts: Sequence[Verdict], alerts: dict[str, list[Revision]], bad: li
         cur = per_alert.get(v.alert_id)
         if cur is None or (v.at_ms, v.seq) >= (cur.at_ms, cur.seq):
             per_alert[v.alert_id] = v
-    rows, ys, ids, job = [], [], [], []
+    rows, ys, ids, job, model = [], [], [], [], []
     for aid in sorted(per_alert):
         v = per_alert[aid]
         revs = alerts.get(aid)
@@ -246,10 +249,12 @@ def join(verdicts: Sequence[Verdict], alerts: dict[str, list[Revision]], bad: li
         ys.append(1 if v.verdict == "false_positive" else 0)
         ids.append(aid)
         job.append(last.fp_probability if last.fp_probability is not None else float("nan"))
+        model.append(last.model_fp if last.model_fp is not None else float("nan"))
     fb.X = np.asarray(rows, dtype=np.float32).reshape(-1, len(CLASSIFIER_FEATURES))
     fb.y = np.asarray(ys, dtype=np.int64)
     fb.alert_ids = ids
     fb.job_fp = np.asarray(job, dtype=np.float64)
+    fb.model_fp = np.asarray(model, dtype=np.float64)
     return fb
 
 

@@ -942,7 +942,8 @@ def _feedback_figures(fb: Feedback, before: Any, after: Any, Xt: np.ndarray, fp_
                       synthetic_weight: float, human_weight: float) -> dict[str, Any]:
     """How the fp head moved on the rows people judged, and what it cost on the synthetic held-out set.
 
-    ``job`` is what the serving classifier said when the alert went out; ``without_feedback`` the
+    ``job`` is the probability the alert carried (the job's, after its online feedback),
+    ``serving_model`` the serving classifier's own (``alert.classifier.fp``); ``without_feedback`` the
     head this run trains without the verdicts (what a run without feedback would publish);
     ``with_feedback`` the published head. On the feedback rows these figures are in-sample (the
     head trained on them): they show that it listened, not how well it generalises.
@@ -963,7 +964,8 @@ def _feedback_figures(fb: Feedback, before: Any, after: Any, Xt: np.ndarray, fp_
     return {
         "rows": len(fb.y), "false_positive": int(fb.y.sum()), "resolved": int((fb.y == 0).sum()),
         "weight_per_row": human_weight, "weight_share": human_total / (human_total + synthetic_weight),
-        "fp_probability_on_feedback_rows": {"job": by_verdict(fb.job_fp), "without_feedback": by_verdict(p_before),
+        "fp_probability_on_feedback_rows": {"job": by_verdict(fb.job_fp), "serving_model": by_verdict(fb.model_fp),
+                                            "without_feedback": by_verdict(p_before),
                                             "with_feedback": by_verdict(p_after)},
         "on_feedback_rows": "in-sample: the head trained on these rows",
         "synthetic_test_fp_auc": {"without_feedback": ev.roc_auc(fp_test, before.predict_proba(Xt)[:, col_b]),

@@ -43,6 +43,8 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
     assert f["rows"] == n and f["false_positive"] == n_fp and f["weight_per_row"] == 5.0
     assert p["without_feedback"]["false_positive"] < 0.2 < 0.5 < p["with_feedback"]["false_positive"]
     assert p["with_feedback"]["resolved"] < 0.5 and p["job"]["false_positive"] < 0.2
+    # the baseline classifier served these alerts: what it said then is what this run's head says without feedback
+    assert p["serving_model"]["false_positive"] == pytest.approx(p["without_feedback"]["false_positive"], abs=0.05)
     assert p["with_feedback"]["agreement"] > p["without_feedback"]["agreement"]
     # these verdicts contradict the simulator's labels (they call its true incidents routine): that costs
     # figures on the simulator's held-out candidates, and the report shows how much
