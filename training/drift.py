@@ -21,6 +21,11 @@ manifests (``{"drift": [series...], "events": n}``) and the selection retraining
   (events with ``model`` "forecaster");
 * ``--data nab``: NAB is a fixed corpus with no relation to the fleet's series: the reason is
   recorded, nothing is selected.
+
+The selection is part of the data fingerprint; the reason itself is not. So drift that changes
+what a model learns from makes a new version carrying the reason, while a reason that changes
+nothing (NAB, or a model whose signal did not drift) gives the same content-addressed version as
+before, whose manifest keeps the lineage it was first written with; the run report always has it.
 """
 
 from __future__ import annotations
