@@ -205,7 +205,7 @@ class SeriesLogic:
     def threshold(self, st: SeriesState, series: str, adaptive: float) -> float:
         """The bar a score must reach: the adaptive threshold with its tail narrowed by feedback,
         never below the floor the detector's manifest learned for this series from feedback."""
-        thr = 1.0 - (1.0 - adaptive) * st.fb_tail
+        thr = adaptive if st.fb_tail == 1.0 else 1.0 - (1.0 - adaptive) * st.fb_tail
         floor = self.models.detector.threshold_floor(series)
         return thr if floor is None else max(thr, floor)
 
