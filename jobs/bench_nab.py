@@ -48,6 +48,7 @@ import yaml
 from jobs.config import DEFAULT_CONFIG, ROOT, TopicsConfig, VigilConfig
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
+from models.artifact import ArtifactStore, resolve_version
 from models.context import connect
 from models.pipeline import ModelBundle, score_json
 from training import nab
@@ -277,6 +278,21 @@ def align(corpus: Sequence[nab.NabFile], records: Sequence[ScoreRecord], what: s
     return out
 
 
+def refuse_nab_trained(cfg: VigilConfig) -> None:
+    """Stop before measuring when the detector the job would serve learned from NAB (look-ahead)."""
+    from training.sources import trained_on_nab
+
+    try:
+        client = connect(cfg.redis.url)
+    except Exception:  # noqa: BLE001 - same rule as the job: no Redis, the store's latest versions
+        client = None
+    store = ArtifactStore(cfg.registry.path())
+    version = resolve_version("detector", store, client)
+    if version is not None and trained_on_nab(store.manifest("detector", version)):
+        raise MeasurementError(f"detector {version} in {store.root} was trained on NAB (--data nab): its NAB "
+                               "figures would be look-ahead; benchmark a generator- or replay-trained version")
+
+
 def run_inprocess(cfg: VigilConfig, rows: Sequence[Row]) -> tuple[list[ScoreRecord], int, dict[str, str], float]:
     """The same payloads through :class:`InProcessJob`: (score records, dead letters, model versions, seconds)."""
     try:
@@ -294,6 +310,8 @@ def run_inprocess(cfg: VigilConfig, rows: Sequence[Row]) -> tuple[list[ScoreReco
         job.scored.clear()  # the runner keeps only what it measures
         job.forecasts.clear()
         job.alerts.clear()
+        job.drift.clear()
+        job.shadow.clear()
     return out, len(job.dead_letters), bundle.versions(), time.time() - t0
 
 
@@ -527,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = write_config(cfg_path, prefix, base=Path(args.config), bootstrap=args.bootstrap, redis_url=args.redis_url,
                        store=args.store, out_of_orderness_ms=late + 60_000 if late else 0)
     boot, topics = cfg.kafka.bootstrap_servers, cfg.kafka.topics
+    refuse_nab_trained(cfg)
     print(f"[bench-nab] {len(corpus)} files, {len(rows):,} rows; topics {prefix}.*; run folder {run_dir}", flush=True)
 
     from kafka import KafkaAdminClient

@@ -78,3 +78,24 @@ def test_config_puts_every_topic_under_the_prefix_and_opens_the_replay_bounds(tm
     assert cfg.registry.path() == tmp_path.resolve() and cfg.redis.url == "redis://h:1/0"
     small = bench_nab.write_config(tmp_path / "d.yaml", "bn-y", out_of_orderness_ms=0)
     assert small.job.out_of_orderness_ms == 5000  # never below the base config's bound
+
+
+def test_a_nab_trained_detector_is_refused_before_measuring(tmp_path, trained_store):
+    import shutil
+
+    from jobs.bench_nab import MeasurementError, refuse_nab_trained
+    from jobs.config import VigilConfig
+    from models.artifact import ArtifactStore
+
+    root = tmp_path / "store"
+    shutil.copytree(trained_store, root)
+    cfg = VigilConfig.load(overrides={"registry": {"root": str(root)}, "redis": {"url": "redis://127.0.0.1:1/0"}})
+    refuse_nab_trained(cfg)  # generator-trained: fine
+    store = ArtifactStore(root)
+    v = store.latest("detector")
+    path = root / "detector" / v / "manifest.json"
+    m = json.loads(path.read_text())
+    m["training_data"]["sources"] = [{"source": "nab", "files": 58}]
+    path.write_text(json.dumps(m))
+    with pytest.raises(MeasurementError, match="trained on NAB"):
+        refuse_nab_trained(cfg)
