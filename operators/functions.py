@@ -29,6 +29,7 @@ from models.pipeline import (
     SeriesState,
     score_json,
 )
+from operators.stats import instrumented
 from udfs.parse import DeadLetter, ParseLimits, parse_record
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
@@ -70,6 +71,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@instrumented("parse-validate")
 class ParseValidate(ProcessFunction):
     """Raw Kafka rows (payload, partition, offset) -> metric events; refusals -> dead letters."""
 
@@ -137,6 +139,7 @@ def _model_event(op: str, model, version, status: str, detail: str, now_ms: int)
                        "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
 
 
+@instrumented("score-series")
 class ScoreSeries(HotSwap):
     """Keyed by series: features, detector, adaptive threshold, forecaster."""
 
@@ -179,6 +182,7 @@ class ScoreSeries(HotSwap):
         yield scored
 
 
+@instrumented("score-entity")
 class ScoreEntity(HotSwap):
     """Keyed by service: clusterer over entity vectors, classifier, impact, grouping into alerts."""
 
