@@ -188,8 +188,10 @@ def _label(pid: int, name: str) -> str:
     exe = Path(argv[0].decode(errors="replace")).name if argv and argv[0] else name
     if "java" in exe:
         return "java"
-    if exe.startswith("python") and b"-m" in argv:
-        return f"python -m {argv[argv.index(b'-m') + 1].decode(errors='replace')}"
+    if exe.startswith("python") and len(argv) > 2 and argv[1] == b"-m":
+        return f"python -m {argv[2].decode(errors='replace')}"
+    if exe.startswith("python") and len(argv) > 1 and argv[1] == b"-c":
+        return "python -c"  # a helper (pemja asks a python where libpython is)
     return exe
 
 
