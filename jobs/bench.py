@@ -139,6 +139,9 @@ class Fleet:
             v = min(v, 100.0)
         return round(max(v, 0.0), 6)
 
+    def spike_value(self, i: int) -> float:
+        return self.value(i, spike=True)
+
     def payload(self, i: int, ts_ms: int, spike: bool = False) -> bytes:
         s = self.series[i]
         return json.dumps({"metric": s.metric, "value": self.value(i, spike), "timestamp": ts_ms,
