@@ -657,7 +657,7 @@ def build_report(args: argparse.Namespace, fleet: Fleet, results: dict[str, dict
                  load: tuple[tuple[float, ...], tuple[float, ...]], t_total: float) -> dict[str, Any]:
     eo, alo, base = results["job-exactly-once"], results["job-at-least-once"], results["baseline"]
     env = environment()
-    git = git_state()
+    git = args.git_state  # as the run started: what was measured
     rate = eo["throughput"]["events_per_s"]
     brate = base["throughput"]["events_per_s"]
     bstats = base.get("baseline_stats") or {}
@@ -902,6 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM must still stop what we started
     t_start = time.time()
     load_start = os.getloadavg()
+    args.git_state = git_state()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     prefix = args.topic_prefix or f"bench-{stamp}"
     run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / f"bench-{stamp}"
