@@ -110,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = Baseline()
     last_commit = time.monotonic()
     busy_ns = 0
+    pending = False  # records handled since the last commit
     while not stop:
         batches = consumer.poll(timeout_ms=100)
         t0 = perf_counter_ns()
@@ -118,11 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = loop.on_event(r.value, int(time.time() * 1000))
                 if out is not None:
                     producer.send(args.alerts, out)
+                pending = True
         busy_ns += perf_counter_ns() - t0
-        if batches and time.monotonic() - last_commit >= args.commit_every_s:
+        if pending and time.monotonic() - last_commit >= args.commit_every_s:
             producer.flush()
             consumer.commit()
             last_commit = time.monotonic()
+            pending = False
     producer.flush()
     consumer.commit()
     producer.close()
