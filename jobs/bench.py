@@ -706,7 +706,8 @@ def build_report(args: argparse.Namespace, fleet: Fleet, results: dict[str, dict
                        "dedup_window_s": cfg.alerts.dedup_window_s, "warmup": cfg.scoring.warmup,
                        "baseline_model": {"kind": "river QuantileFilter(MinMaxScaler | HalfSpaceTrees)",
                                           "half_space_trees": bench_baseline.HST, "q": bench_baseline.QUANTILE,
-                                          "protect_anomaly_detector": False}},
+                                          "protect_anomaly_detector": False,
+                                          "warmup": [bench_baseline.WARMUP, bench_baseline.WARMUP_SCORED]}},
         "state": {**state, "checkpoint": eo.get("checkpoint"),
                   "checkpoint_bytes_per_1000_series": round(eo["checkpoint"]["state_size"] / len(fleet) * 1000)
                   if eo.get("checkpoint") and eo["checkpoint"].get("state_size") else None,
@@ -735,8 +736,8 @@ METHOD = [
     "Each target has a metrics topic of its own (one partition) holding the same backlog before it starts: "
     "every series sampled once a minute of event time, step after step, a few spikes among it.",
     "Throughput: the slope of the target's committed consumer-group offsets (sampled every 0.5 s) from the first "
-    "commit past every series' warm-up (the job's `scoring.warmup` samples, the baseline's first HalfSpaceTrees "
-    "window, whichever is longer; at least 10 % of the backlog) to the last commit at or below 95 % of it. The "
+    "commit past every series' warm-up (the job's `scoring.warmup` samples, the baseline's 75, whichever is "
+    "longer; at least 10 % of the backlog) to the last commit at or below 95 % of it. The "
     "job commits offsets when a checkpoint completes, the baseline as often (`job.checkpoint_interval_ms`) after "
     "flushing its producer: both count events durably processed. Alerts/s out: alerts whose `emitted_at` falls "
     "in that window.",
@@ -762,7 +763,8 @@ METHOD = [
     "the JVM's metrics. The launching Python process (`python -m jobs.vigil_job`) is shown apart.",
     "The baseline is `jobs.bench_baseline`: a kafka-python consumer loop, one river "
     "`QuantileFilter(MinMaxScaler | HalfSpaceTrees(n_trees=10, height=6, window_size=50), q=0.995)` per series "
-    "on the event's value, score then learn, an alert "
+    "on the event's value (no alert before a series' 76th sample: 50 that only teach the trees, 25 scored), "
+    "score then learn, an alert "
     "JSON per event the filter classifies anomalous; at-least-once (commits after flushing), so its latency is "
     "read `read_uncommitted`. It reads the native shape only and does nothing else the job does.",
     "Targets run one after the other on the same machine (2 cores shared with whatever else runs there; see the "
@@ -880,7 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=500, help="number of series (default: %(default)s)")
     ap.add_argument("--instances", type=int, default=2, help="instances per service (default: %(default)s)")
-    ap.add_argument("--events", type=int, default=60_000,
+    ap.add_argument("--events", type=int, default=80_000,
                     help="backlog size for the throughput phase, rounded up to whole steps (default: %(default)s)")
     ap.add_argument("--backlog-spikes", type=int, default=20, help="spikes in the backlog (default: %(default)s)")
     ap.add_argument("--rate", default="auto",
@@ -946,7 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets.append(Target("baseline", "baseline", f"{b}.metrics", f"{b}.alerts", b, False,
                           topics=[f"{b}.metrics", f"{b}.alerts"]))
 
-    warm = max(cfg.scoring.warmup, bench_baseline.HST["window_size"]) + 1
+    warm = max(cfg.scoring.warmup, bench_baseline.WARMUP + bench_baseline.WARMUP_SCORED) + 1
     steps = max(math.ceil(args.events / len(fleet)), warm + 5)
     payloads, n_spikes = fleet.backlog(steps, int(time.time() * 1000) - STEP_MS, args.backlog_spikes, warm)
     n = len(payloads)
