@@ -195,6 +195,11 @@ def spike_plan(fleet: Fleet, total: int, spikes: int) -> dict[int, int]:
 # Targets
 
 
+class StartFailed(MeasurementError):
+    """A target died before it consumed anything (PyFlink's gateway JVM now and then fails to start on a
+    loaded machine): it can simply be started again."""
+
+
 @dataclass
 class Target:
     """One thing measured: the job in a delivery mode, or the baseline."""
@@ -436,6 +441,9 @@ class Runner:
                 samples.append((now, c))
                 if c >= backlog_n:
                     break
+                if p.poll() is not None and not any(x[1] for x in samples):
+                    raise StartFailed(f"{t.name} exited with code {p.returncode} before it committed anything; "
+                                      f"see {self.run_dir / (t.name + '.log')}")
                 self._check_alive(t, p)
                 if now - t_start > self.args.timeout:
                     raise MeasurementError(f"{t.name} consumed {c} of {backlog_n} backlog events in "
@@ -970,7 +978,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.time()
             produce(boot, t.metrics, payloads)
             log(f"{t.name}: backlog of {n:,} events produced in {time.time() - t0:.1f} s")
-            results[t.name] = runner.run(t, fleet, n, window, rate)
+            try:
+                results[t.name] = runner.run(t, fleet, n, window, rate)
+            except StartFailed as e:
+                log(f"{e}; starting it again")
+                results[t.name] = runner.run(t, fleet, n, window, rate)
+                results[t.name]["attempts"] = 2
             (run_dir / f"{t.name}.result.json").write_text(json.dumps(results[t.name], indent=1) + "\n")
             rate = results[t.name]["latency"]["rate"]
             L = results[t.name]["latency"]
