@@ -22,8 +22,8 @@ a spike is that time minus the time its event was produced (matched by ``series.
 ``event_time``).
 
 From the job's own metrics (:mod:`operators.stats`, read through the MiniCluster's REST API on a
-free port): time per record in each Python operator and time per call of each model, over the
-throughput window. State: the logic's own encodings (``SeriesState``/``EntityState.to_bytes``)
+free port): thread CPU time (and wall time) per record in each Python operator and CPU time per
+call of each model, over the throughput window of the exactly-once job. State: the logic's own encodings (``SeriesState``/``EntityState.to_bytes``)
 after replaying the backlog of a subset of the services in-process, scaled to 1,000 series, and
 the job's last checkpoint size. Memory: peak resident memory (VmHWM) of the job's processes
 (the Flink JVM, which runs the Python operators embedded in thread mode, and the launching Python
