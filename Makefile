@@ -42,8 +42,12 @@ down: ## stop the Kafka and Redis that `make up` started
 status: ## show whether Kafka and Redis are running
 	scripts/services.sh status
 
-retrain: setup ## train, evaluate and version all four models into $(ARTIFACTS)
-	$(PY) -m training train --store $(ARTIFACTS)
+# Flags of `python -m training train` (data source, drift, feedback), e.g.
+#   make retrain RETRAIN_ARGS='--data replay --drift-topic --feedback-topic'   (ARGS='...' works too)
+RETRAIN_ARGS ?= $(ARGS)
+
+retrain: setup ## train, evaluate and version all four models into $(ARTIFACTS) (flags: RETRAIN_ARGS='...')
+	$(PY) -m training train --store $(ARTIFACTS) $(RETRAIN_ARGS)
 
 cluster-up: setup ## start a standalone Flink cluster (JobManager + TaskManager from PyFlink)
 	scripts/flink-cluster.sh up

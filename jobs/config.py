@@ -41,9 +41,13 @@ class TopicsConfig:
     scores: str | None = None  # every scored sample (for evaluation, e.g. NAB); off when None
     model_updates: str = "vigil.model-updates"  # compacted; the registry writes, operators swap
     model_events: str = "vigil.model-events"  # what each operator did with an update, and why
+    feedback: str = "vigil.alert-feedback"  # in: people's verdicts on alerts (vigil.feedback/v1)
+    drift: str = "vigil.drift"  # out: drift events of the per-series Page-Hinkley tests
+    shadow: str = "vigil.shadow"  # out: shadow versions' answers beside production's
 
     def __post_init__(self) -> None:
-        for name in ("metrics", "alerts", "forecasts", "dead_letters", "model_updates", "model_events"):
+        for name in ("metrics", "alerts", "forecasts", "dead_letters", "model_updates", "model_events", "feedback",
+                     "drift", "shadow"):
             check_str(self, name, getattr(self, name))
         if self.scores is not None:
             check_str(self, "scores", self.scores)

@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"demo-{run_id}"
     overrides = {"kafka": {"group_id": prefix, "startup": "earliest",
                            "topics": {"metrics": f"{prefix}.metrics", "alerts": f"{prefix}.alerts",
-                                      "forecasts": f"{prefix}.forecasts", "dead_letters": f"{prefix}.deadletters"}}}
+                                      "forecasts": f"{prefix}.forecasts", "dead_letters": f"{prefix}.deadletters",
+                                      "feedback": f"{prefix}.feedback", "drift": f"{prefix}.drift",
+                                      "shadow": f"{prefix}.shadow"}}}
     raw = yaml.safe_load((ROOT / "flink-conf" / "vigil.yaml").read_text())
     for sec, vals in overrides.items():
         raw[sec] = {**raw[sec], **{k: ({**raw[sec].get(k, {}), **v} if isinstance(v, dict) else v)
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     admin = KafkaAdminClient(bootstrap_servers=boot)
     admin.create_topics([NewTopic(t, 1, 1) for t in (topics.metrics, topics.alerts, topics.forecasts,
-                                                     topics.dead_letters)])
+                                                     topics.dead_letters, topics.drift)])
     now = int(time.time() * 1000)
     start = now - int(args.hours * 3_600_000)
     start -= start % 60_000
@@ -193,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] started the Flink job (MiniCluster, pid {job.pid}); log {out / 'job.log'}")
 
     alerts_c, dead_c = Collector(boot, topics.alerts), Collector(boot, topics.dead_letters)
-    alerts_c.start()
-    dead_c.start()
+    drift_c = Collector(boot, topics.drift)
+    for c in (alerts_c, dead_c, drift_c):
+        c.start()
     producer = KafkaProducer(bootstrap_servers=boot, linger_ms=20, batch_size=256 * 1024, acks=1)
     bad = malformed_records(start + 3_600_000)
     every = max(len(scen.events) // (len(bad) + 1), 1)
@@ -239,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         stop_job(job)
-        alerts_c.stop_flag.set()
-        dead_c.stop_flag.set()
-        alerts_c.join(10)
-        dead_c.join(10)
+        for c in (alerts_c, dead_c, drift_c):
+            c.stop_flag.set()
+        for c in (alerts_c, dead_c, drift_c):
+            c.join(10)
         log.close()
 
     path = out / "alerts.jsonl"
@@ -256,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(numbers, indent=1))
     print("\n===== Vigil demo summary =====")
     print(text)
+    touched = {s for inc in scen.incidents for s in incident_series(inc, args.instances)}
+    drifted = {d["series"] for d in drift_c.items}
+    print(f"drift events: {len(drift_c.items)} on {len(drifted)} series "
+          f"({len(drifted & touched)} of them touched by an incident); topic {topics.drift}")
     print(f"\nalerts written to {path}")
     return status
 

@@ -29,14 +29,17 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.table import StreamTableEnvironment
 
 from jobs.config import ROOT, VigilConfig
-from models.registry import ensure_compacted_topic
+from models.registry import ensure_compacted_topic, ensure_topic
 from operators.functions import (
     DEAD_LETTERS,
+    DRIFT,
     FORECASTS,
     MODEL_EVENTS,
     MODEL_VERSIONS,
     SCORES,
+    SHADOW,
     EventTime,
+    ParseFeedback,
     ParseValidate,
     ScoreEntity,
     ScoreSeries,
@@ -111,15 +114,24 @@ class _Zero(TimestampAssigner):
         return 0
 
 
-def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, DataStream]:
-    """The job graph from raw metric rows ``(payload bytes, partition, offset)`` and model-update
-    rows ``(payload bytes,)`` to the streams ``alerts``, ``forecasts``, ``dead_letters``, ``scores``
-    (flowing only when ``kafka.topics.scores`` is set) and ``model_events``."""
-    # updates carry no event time; marked idle when quiet so they never hold the watermark back
-    updates = updates.assign_timestamps_and_watermarks(
+def _no_event_time(stream: DataStream) -> DataStream:
+    """Timestamps for a stream without event time (model updates, feedback): marked idle when quiet,
+    so that it never holds the metrics' watermark back."""
+    return stream.assign_timestamps_and_watermarks(
         WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(_Zero())
-        .with_idleness(Duration.of_seconds(1))
-    ).broadcast(MODEL_VERSIONS)
+        .with_idleness(Duration.of_seconds(1)))
+
+
+def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream, feedback: DataStream | None = None
+         ) -> dict[str, DataStream]:
+    """The job graph from raw metric rows ``(payload bytes, partition, offset)``, model-update rows
+    ``(payload bytes,)`` and raw alert-feedback rows ``(payload bytes, partition, offset)`` to the
+    streams ``alerts``, ``forecasts``, ``dead_letters``, ``scores`` (flowing only when
+    ``kafka.topics.scores`` is set), ``drift``, ``shadow`` and ``model_events``.
+
+    Feedback joins the metric events before the first keyed hop (keyed by the alert's series),
+    and passes on from there to the service's entity state."""
+    updates = _no_event_time(updates).broadcast(MODEL_VERSIONS)
     parsed = raw.process(ParseValidate(cfg.kafka.topics.metrics, cfg.validation.limits()),
                          output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
     timed = parsed.assign_timestamps_and_watermarks(
@@ -128,6 +140,12 @@ def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, Da
         .with_idleness(Duration.of_seconds(30))
     ).name("event-time")
     registry = str(cfg.registry.path())
+    dead = parsed.get_side_output(DEAD_LETTERS)
+    if feedback is not None:
+        verdicts = feedback.process(ParseFeedback(cfg.kafka.topics.feedback, cfg.validation.max_bytes),
+                                    output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-feedback")
+        dead = dead.union(verdicts.get_side_output(DEAD_LETTERS))
+        timed = timed.union(_no_event_time(verdicts))
     scored = (
         timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
         .connect(updates)
@@ -143,12 +161,13 @@ def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, Da
                  output_type=Types.STRING())
         .name("score-entity")
     )
-    dead = parsed.get_side_output(DEAD_LETTERS).union(scored.get_side_output(DEAD_LETTERS))
     return {
         "alerts": alerts,
         "forecasts": scored.get_side_output(FORECASTS),
-        "dead_letters": dead,
+        "dead_letters": dead.union(scored.get_side_output(DEAD_LETTERS)),
         "scores": scored.get_side_output(SCORES),
+        "drift": scored.get_side_output(DRIFT),
+        "shadow": scored.get_side_output(SHADOW).union(alerts.get_side_output(SHADOW)),
         "model_events": scored.get_side_output(MODEL_EVENTS).union(alerts.get_side_output(MODEL_EVENTS)),
     }
 
@@ -163,18 +182,23 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
     )
     t_env = StreamTableEnvironment.create(env)
     k = cfg.kafka
-    if not k.client_properties():  # with security options the topic is the cluster admins' to create
+    if not k.client_properties():  # with security options the topics are the cluster admins' to create
         ensure_compacted_topic(k.bootstrap_servers, k.topics.model_updates)
+        ensure_topic(k.bootstrap_servers, k.topics.feedback)
     t_env.execute_sql(_kafka_table("vigil_metrics_raw", k.topics.metrics, k.group_id, _STARTUP[k.startup], bounded,
                                    cfg, "payload BYTES, `partition` INT METADATA VIRTUAL, "
                                         "`offset` BIGINT METADATA VIRTUAL"))
     t_env.execute_sql(_kafka_table("vigil_model_updates", k.topics.model_updates, f"{k.group_id}-model-updates",
                                    "earliest-offset", bounded, cfg, "payload BYTES"))
+    t_env.execute_sql(_kafka_table("vigil_feedback_raw", k.topics.feedback, f"{k.group_id}-feedback",
+                                   _STARTUP[k.startup], bounded, cfg,
+                                   "payload BYTES, `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL"))
     out = wire(cfg, t_env.to_data_stream(t_env.from_path("vigil_metrics_raw")),
-               t_env.to_data_stream(t_env.from_path("vigil_model_updates")))
+               t_env.to_data_stream(t_env.from_path("vigil_model_updates")),
+               t_env.to_data_stream(t_env.from_path("vigil_feedback_raw")))
     for name, topic in (("alerts", k.topics.alerts), ("forecasts", k.topics.forecasts),
                         ("dead_letters", k.topics.dead_letters), ("model_events", k.topics.model_events),
-                        ("scores", k.topics.scores)):
+                        ("scores", k.topics.scores), ("drift", k.topics.drift), ("shadow", k.topics.shadow)):
         if topic is not None:
             out[name].sink_to(_sink(cfg, topic, name.replace("_", "-"))).name(f"{name}-sink")
     return env

@@ -58,6 +58,31 @@ def build(cls: type, data: dict | None, where: str) -> Any:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Page-Hinkley parameters of one signal (river's names: ``delta`` tolerance, ``threshold`` lambda)."""
+
+    min_instances: int = 30
+    delta: float = 0.05
+    threshold: float = 5.0
+    alpha: float = 1 - 1e-4
+
+    def __post_init__(self) -> None:
+        check_positive_int(self, "min_instances", self.min_instances)
+        check_number(self, "delta", self.delta, 0.0, 1e9)
+        check_number(self, "threshold", self.threshold, 1e-9, 1e12)
+        check_number(self, "alpha", self.alpha, 0.5, 1.0)
+
+
+def _nested(obj: object, name: str, cls: type) -> None:
+    """Build a nested config section given as a mapping (frozen dataclasses need object.__setattr__)."""
+    v = getattr(obj, name)
+    if isinstance(v, dict) or v is None:
+        object.__setattr__(obj, name, build(cls, v, f"{_name(obj)}.{name}"))
+    elif not isinstance(v, cls):
+        raise ConfigError(f"The '{name}' parameter of {_name(obj)} must be a mapping. Got {v!r}.")
+
+
+@dataclass(frozen=True)
 class ScoringConfig:
     """How series are scored: warm-up, forecast cadence, limits for time-to-breach, entity grouping."""
 
@@ -70,8 +95,17 @@ class ScoringConfig:
     entity_tag: str = "instance"
     cluster_adapt_rate: float = 0.01
     cluster_alert_above: float = 0.9
+    # Page-Hinkley drift tests per series: on the detector's score, and on the forecaster's
+    # 5-minute residual in units of the series' robust scale
+    drift_score: DriftConfig = field(default_factory=DriftConfig)
+    drift_residual: DriftConfig = field(default_factory=lambda: DriftConfig(delta=0.5, threshold=50.0))
+    # a "false positive" verdict multiplies the series' threshold tail (1 - threshold) by this
+    feedback_tail_factor: float = 0.5
 
     def __post_init__(self) -> None:
+        _nested(self, "drift_score", DriftConfig)
+        _nested(self, "drift_residual", DriftConfig)
+        check_number(self, "feedback_tail_factor", self.feedback_tail_factor, 0.01, 1.0)
         check_positive_int(self, "warmup", self.warmup)
         check_positive_int(self, "forecast_every", self.forecast_every)
         check_positive_int(self, "breach_alert_within_min", self.breach_alert_within_min)
@@ -91,8 +125,18 @@ class AlertConfig:
     dedup_window_s: int = 1800
     suppress_fp_above: float = 0.9
     max_related: int = 20
+    # verdicts from the alert-feedback topic, per service and category: each new verdict decays
+    # the older ones by feedback_decay; they weigh against the classifier's own estimate as if
+    # it were feedback_prior verdicts; alerts likelier than demote_fp_above to be false lose a
+    # priority level
+    feedback_decay: float = 0.9
+    feedback_prior: float = 2.0
+    demote_fp_above: float = 0.5
 
     def __post_init__(self) -> None:
+        check_number(self, "feedback_decay", self.feedback_decay, 0.0, 1.0)
+        check_number(self, "feedback_prior", self.feedback_prior, 0.0, 1e6)
+        check_number(self, "demote_fp_above", self.demote_fp_above, 0.0, 1.0)
         check_positive_int(self, "dedup_window_s", self.dedup_window_s)
         check_number(self, "suppress_fp_above", self.suppress_fp_above, 0.0, 1.0)
         check_positive_int(self, "max_related", self.max_related)

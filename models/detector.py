@@ -214,6 +214,8 @@ class DetectorModel:
         self.severity_bands: dict[str, float] = {k: float(post["severity_bands"][k])
                                                  for k in ("medium", "high", "critical")}
         ex = post["explain"]
+        # per-series floors learned in retraining from "false positive" verdicts (absent: none)
+        self.series_floor: dict[str, float] = {k: float(v) for k, v in post.get("series_threshold_floor", {}).items()}
         self._median = np.asarray(ex["median"], dtype=np.float64)
         self._iqr = np.asarray(ex["iqr"], dtype=np.float64)
         self._out = ["score_samples"]
@@ -264,6 +266,10 @@ class DetectorModel:
             return AdaptiveThreshold.from_tuple(state, base=self.threshold_base, k=self.threshold_k,
                                                 alpha=self.threshold_alpha, warmup=self.threshold_warmup)
         return AdaptiveThreshold(self.threshold_base, self.threshold_k, self.threshold_alpha, self.threshold_warmup)
+
+    def threshold_floor(self, series: str) -> float | None:
+        """The lowest threshold this version allows for ``series`` (learned from feedback), if any."""
+        return self.series_floor.get(series) if self.series_floor else None
 
     def severity(self, score: float, threshold: float) -> str:
         """"critical" | "high" | "medium" | "low" from the excess over ``threshold`` (bands in the manifest)."""

@@ -133,9 +133,12 @@ class SeriesWindow:
         scale = max(1.4826 * mad, 0.25 * math.sqrt(max(self.var, 0.0)), 1e-3 * abs(med), 1e-6)
         return med, scale
 
-    def detector_features(self, x: float) -> list[float]:
-        """Features of value ``x`` against the history *before* ``x`` (call before :meth:`update`)."""
-        med, scale = self.robust()
+    def detector_features(self, x: float, robust: tuple[float, float] | None = None) -> list[float]:
+        """Features of value ``x`` against the history *before* ``x`` (call before :meth:`update`).
+
+        ``robust`` is :meth:`robust` of this same state when the caller has it already.
+        """
+        med, scale = robust or self.robust()
         sd = max(math.sqrt(max(self.var, 0.0)), scale * 0.5)
         fast_new = self.fast + ALPHA_FAST * (x - self.fast)
         delta = x - self.last

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
 from models.config import AlertConfig, ScoringConfig
 from models.detector import DetectorModel
+from models.drift import PH_EMPTY, PH_STRUCT, DriftTest, PHState
 from models.features import (
     DETECTOR_FEATURES,
     ENTITY_METRICS,
+    PRIORITIES,
     SeriesWindow,
     classifier_features,
     entity_vector,
@@ -43,11 +46,14 @@ from models.features import (
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
+from udfs.parse import Feedback
 
 ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
-SERIES_STATE = "series_state/v1"
-ENTITY_STATE = "entity_state/v1"
+DRIFT_SCHEMA = "vigil.drift/v1"
+SHADOW_SCHEMA = "vigil.shadow/v1"
+SERIES_STATE = "series_state/v2"
+ENTITY_STATE = "entity_state/v2"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 RELATED_WINDOW_MS = 5 * 60_000
@@ -66,6 +72,7 @@ class ModelBundle:
     forecaster: ForecasterModel
     clusterer: ClustererModel
     classifier: ClassifierModel | None = None  # None: candidates only (training), no alerts
+    shadow: dict[str, Any] = field(default_factory=dict)  # model name -> a version scoring beside, not alerting
 
     @classmethod
     def load(cls, root: str | Path, redis_client: Any | None = None) -> ModelBundle:
@@ -82,14 +89,27 @@ class ModelBundle:
     def versions(self) -> dict[str, str]:
         return {n: getattr(self, n).version for n in MODEL_NAMES if getattr(self, n) is not None}
 
-    def swap(self, root: str | Path, name: str, version: str) -> str | None:
-        """Load and verify ``version`` of model ``name``, then serve it; return the version it replaced.
+    def swap(self, root: str | Path, name: str, version: str | None, alias: str = "production") -> str | None:
+        """Load and verify ``version`` of model ``name``, then serve it as ``alias``; return the version
+        it replaced. ``alias`` is "production" (scores and alerts) or "shadow" (scores beside production,
+        recorded, never alerted; ``version`` None stops shadowing).
 
         Raises :class:`~models.artifact.ArtifactError` (hash, schema, smoke inference) or
-        ``ValueError`` (unknown model) and leaves the bundle untouched when the version is refused.
+        ``ValueError`` (unknown model or alias) and leaves the bundle untouched when the version is refused.
         """
         if name not in LOADERS:
             raise ValueError(f"Unknown model {name!r}. Known models: {list(LOADERS)}.")
+        if alias not in ("production", "shadow"):
+            raise ValueError(f"Unknown alias {alias!r}. Known aliases: ['production', 'shadow'].")
+        if alias == "shadow":
+            old = self.shadow.get(name)
+            if version is None:
+                self.shadow.pop(name, None)
+            else:
+                self.shadow[name] = LOADERS[name].from_store(ArtifactStore(root), version)
+            return None if old is None else old.version
+        if version is None:
+            raise ValueError(f"a production version of {name!r} cannot be removed, only replaced")
         new = LOADERS[name].from_store(ArtifactStore(root), version)
         old = getattr(self, name)
         setattr(self, name, new)  # one attribute write: records before use the old, after use the new
@@ -123,26 +143,48 @@ class Scored(NamedTuple):
 
 @dataclass
 class SeriesState:
-    """Everything kept per series (state name ``series_state/v1``)."""
+    """Everything kept per series (state name ``series_state/v2``).
+
+    v2 added the drift tests, the pending one-step forecast they compare against, and the
+    threshold tail that feedback narrows; a v1 state reads with those empty (a restored job starts
+    its drift tests afresh and has had no feedback yet).
+    """
 
     window: SeriesWindow = field(default_factory=SeriesWindow)
     threshold: tuple[float, float, float] | None = None
     since_forecast: int = 0
     breach_streak: int = 0
+    drift_score: PHState | None = None
+    drift_residual: PHState | None = None
+    pending: tuple[int, float, float] | None = None  # (due ts_ms, forecast value, scale) of the 5-min forecast
+    fb_tail: float = 1.0  # the adaptive threshold's tail (1 - threshold) is multiplied by this
 
-    _TAIL = struct.Struct("<BdddII")
+    _V1 = struct.Struct("<BdddII")
+    _V2 = struct.Struct("<BdddIIqddd")
 
     def to_bytes(self) -> bytes:
         t = self.threshold or (0.0, 0.0, -1.0)
-        return self._TAIL.pack(1, *t, self.since_forecast, self.breach_streak) + self.window.to_bytes()
+        p = self.pending or (-1, 0.0, 0.0)
+        return b"".join((self._V2.pack(2, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail),
+                         PH_STRUCT.pack(*(self.drift_score or PH_EMPTY)),
+                         PH_STRUCT.pack(*(self.drift_residual or PH_EMPTY)),
+                         self.window.to_bytes()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SeriesState:
-        ver, m, v, n, since, streak = cls._TAIL.unpack_from(data)
-        if ver != 1:
+        ver = data[0]
+        if ver == 1:
+            _, m, v, n, since, streak = cls._V1.unpack_from(data)
+            return cls(SeriesWindow.from_bytes(data[cls._V1.size:]), None if n < 0 else (m, v, n), since, streak)
+        if ver != 2:
             raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
-        thr = None if n < 0 else (m, v, n)
-        return cls(SeriesWindow.from_bytes(data[cls._TAIL.size:]), thr, since, streak)
+        _, m, v, n, since, streak, due, pv, ps, tail = cls._V2.unpack_from(data)
+        pos = cls._V2.size
+        ds, dr = PH_STRUCT.unpack_from(data, pos), PH_STRUCT.unpack_from(data, pos + PH_STRUCT.size)
+        pos += 2 * PH_STRUCT.size
+        return cls(SeriesWindow.from_bytes(data[pos:]), None if n < 0 else (m, v, n), since, streak,
+                   None if ds[0] == 0 else ds, None if dr[0] == 0 else dr,  # type: ignore[arg-type]
+                   None if due < 0 else (due, pv, ps), tail)
 
 
 class SeriesLogic:
@@ -151,6 +193,8 @@ class SeriesLogic:
     def __init__(self, cfg: ScoringConfig, models: ModelBundle) -> None:
         self.cfg = cfg
         self.models = models
+        self.drift_score = DriftTest(cfg.drift_score)
+        self.drift_residual = DriftTest(cfg.drift_residual)
 
     def limit_for(self, metric: str) -> float | None:
         lim = self.cfg.limits.get(metric)
@@ -158,34 +202,68 @@ class SeriesLogic:
             lim = self.cfg.limits.get(metric_kind(metric))
         return None if lim is None else float(lim)
 
-    def on_record(self, state: SeriesState | None, ev: Any, entity_tag: str) -> tuple[SeriesState, Scored, str | None]:
+    def threshold(self, st: SeriesState, series: str, adaptive: float) -> float:
+        """The bar a score must reach: the adaptive threshold with its tail narrowed by feedback,
+        never below the floor the detector's manifest learned for this series from feedback."""
+        thr = 1.0 - (1.0 - adaptive) * st.fb_tail
+        floor = self.models.detector.threshold_floor(series)
+        return thr if floor is None else max(thr, floor)
+
+    def on_record(self, state: SeriesState | None, ev: Any, entity_tag: str,
+                  now_ms: int | None = None) -> tuple[SeriesState, Scored, list[tuple[str, str]]]:
         """Fold event ``ev`` (a :class:`udfs.parse.MetricEvent`) into ``state``.
 
-        Returns the new state, the scored sample, and a forecast record (JSON) when one was made.
+        Returns the new state, the scored sample, and side records as ``(kind, JSON)`` pairs:
+        ``"forecast"`` (every ``forecast_every`` samples), ``"drift"`` (a drift test fired) and
+        ``"shadow"`` (a shadow version's score beside production's).
         """
         st = state or SeriesState()
         w = st.window
-        det_m, fc_m = self.models.detector, self.models.forecaster
+        m = self.models
+        det_m, fc_m = m.detector, m.forecaster
         x = ev.value
+        side: list[tuple[str, str]] = []
         score, thr, trigger, det = 0.0, 1.0, "", None
-        expected = w.robust()[0] if w.n else x
+        rob = w.robust() if w.n else None
+        expected = rob[0] if rob else x
         if w.n >= self.cfg.warmup:
-            det = w.detector_features(x)
+            det = w.detector_features(x, rob)
             score = det_m.score_one(det)
             at = det_m.new_threshold(st.threshold)
-            thr = at.threshold
+            thr = self.threshold(st, ev.series, at.threshold)
             at.update(score)
             st.threshold = at.to_tuple()
             if score >= thr:
                 trigger = "detector"
+            st.drift_score, drifted = self.drift_score.update(st.drift_score, score)
+            if drifted:
+                side.append(("drift", self._drift(ev, "detector_score", det_m.name, det_m.version, self.drift_score,
+                                                  st.drift_score, now_ms)))
+            if "detector" in m.shadow:
+                sh = m.shadow["detector"]
+                s_score = sh.score_one(det)
+                s_thr = self.threshold(st, ev.series, sh.new_threshold(st.threshold).threshold)
+                side.append(("shadow", _shadow(ev, "detector", det_m.version, {"score": round(score, 6),
+                                               "threshold": round(thr, 6), "alert": score >= thr},
+                                               sh.version, {"score": round(s_score, 6), "threshold": round(s_thr, 6),
+                                                            "alert": s_score >= s_thr})))
+        if st.pending is not None and ev.ts_ms >= st.pending[0]:
+            resid = max(min((x - st.pending[1]) / st.pending[2], 1e3), -1e3)
+            st.pending = None
+            st.drift_residual, drifted = self.drift_residual.update(st.drift_residual, resid)
+            if drifted:
+                side.append(("drift", self._drift(ev, "forecast_residual", fc_m.name, fc_m.version,
+                                                  self.drift_residual, st.drift_residual, now_ms)))
         w.update(ev.ts_ms, x)
         st.since_forecast += 1
         forecast = ttb = None
         limit = self.limit_for(ev.metric)
-        fc_json = None
         if w.n >= self.cfg.warmup and (trigger or st.since_forecast >= self.cfg.forecast_every):
             rows, anchor, scale = w.forecaster_rows()
             forecast = tuple(fc_m.forecast(rows, anchor, scale))
+            if st.pending is None:
+                h0 = forecast[0]
+                st.pending = (ev.ts_ms + 60_000 * h0["horizon_min"], h0["value"], scale)
             if limit is not None:
                 ttb = fc_m.time_to_breach(forecast, x, limit)
                 soon = ttb is not None and ttb <= self.cfg.breach_alert_within_min * 60
@@ -194,17 +272,50 @@ class SeriesLogic:
                     trigger = "forecast"
             if st.since_forecast >= self.cfg.forecast_every:
                 st.since_forecast = 0
-                fc_json = json.dumps({
+                side.append(("forecast", json.dumps({
                     "schema": FORECAST_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
                     "tags": dict(ev.tags), "event_time": iso(ev.ts_ms), "value": x,
                     "horizons": [_round_fc(f) for f in forecast], "interval": 0.8,
                     "time_to_breach_s": None if ttb is None else round(ttb, 1), "limit": limit,
                     "model_version": fc_m.version,
-                }, separators=(",", ":"))
+                }, separators=(",", ":"))))
+                if "forecaster" in m.shadow:
+                    sh_fc = m.shadow["forecaster"]
+                    side.append(("shadow", _shadow(ev, "forecaster", fc_m.version,
+                                                   {"horizons": [_round_fc(f) for f in forecast]}, sh_fc.version,
+                                                   {"horizons": [_round_fc(f) for f in
+                                                                 sh_fc.forecast(rows, anchor, scale)]})))
         scored = Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x, score, thr,
                         trigger, tuple(det) if det is not None else None, expected, forecast, ttb, limit,
                         (det_m.version, fc_m.version))
-        return st, scored, fc_json
+        return st, scored, side
+
+    def on_feedback(self, state: SeriesState | None, fb: Feedback) -> SeriesState:
+        """A verdict on an alert of this series: "false_positive" narrows the threshold's tail,
+        "resolved" (a true alert) widens it back towards the model's own; "ack" changes nothing."""
+        st = state or SeriesState()
+        if fb.verdict == "false_positive":
+            st.fb_tail = max(st.fb_tail * self.cfg.feedback_tail_factor, 1e-3)
+        elif fb.verdict == "resolved":
+            st.fb_tail = min(st.fb_tail / self.cfg.feedback_tail_factor, 1.0)
+        return st
+
+    @staticmethod
+    def _drift(ev: Any, signal: str, model: str, version: str, test: DriftTest, ph: PHState,
+               now_ms: int | None) -> str:
+        return json.dumps({
+            "schema": DRIFT_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
+            "tags": dict(ev.tags), "signal": signal, "model": model, "model_version": version,
+            "detector": "page_hinkley", "event_time": iso(ev.ts_ms),
+            "detected_at": iso(ev.ts_ms if now_ms is None else now_ms), "stats": test.stats(ph),
+        }, separators=(",", ":"))
+
+
+def _shadow(ev: Any, model: str, prod_version: str, prod: dict, shadow_version: str, shadow: dict) -> str:
+    """One shadow comparison record (``vigil.shadow/v1``): what production and shadow said of one input."""
+    return json.dumps({"schema": SHADOW_SCHEMA, "model": model, "series": ev.series, "service": ev.service,
+                       "event_time": iso(ev.ts_ms), "production": {"version": prod_version, **prod},
+                       "shadow": {"version": shadow_version, **shadow}}, separators=(",", ":"))
 
 
 def score_json(s: Scored) -> str:
@@ -242,28 +353,131 @@ class Candidate(NamedTuple):
         return classifier_features(self.inputs)
 
 
-@dataclass
 class EntityState:
-    """Per-service state (state name ``entity_state/v1``), encoded as explicit JSON."""
+    """Per-service state (state name ``entity_state/v2``), in an explicit binary layout.
 
-    latest: dict[str, dict[str, float]] = field(default_factory=dict)
-    clusters: dict[str, list[float]] = field(default_factory=dict)  # entity -> [eval_ts, cid, dist, outlier, streak]
-    centroids: list[list[float]] | None = None
-    centroids_of: str | None = None  # clusterer version the centroids were adapted from
-    recent: list[list[Any]] = field(default_factory=list)  # [ts_ms, series] of recent candidates
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # category -> open alert group
+    It is read and written on every record, so its encoding is most of what the entity operator
+    costs: the numbers are packed arrays (entities x ``ENTITY_METRICS`` latest values, entities x 5
+    cluster assignments, k x d float32 centroids), and the small, irregular parts (``recent``
+    candidates, open alert ``groups``, ``feedback`` verdict weights) are a JSON tail that is decoded
+    only when the logic touches them (on a candidate or a verdict) and otherwise copied through as
+    bytes. v1 (all JSON) is still read: a restored v1 state migrates on its first write.
+    """
+
+    _HEAD = struct.Struct("<BHHBH")  # version, entities, k, d, bytes of names
+    VERSION = 2
+    _NM = len(ENTITY_METRICS)
+    _COLD = ("recent", "groups", "feedback")
+
+    def __init__(self, latest: dict[str, dict[str, float]] | None = None,
+                 clusters: dict[str, list[float]] | None = None, centroids: np.ndarray | None = None,
+                 centroids_of: str | None = None, recent: list[list[Any]] | None = None,
+                 groups: dict[str, dict[str, Any]] | None = None, feedback: dict[str, list[float]] | None = None,
+                 tail: bytes | None = None) -> None:
+        self.latest = latest if latest is not None else {}
+        self.clusters = clusters if clusters is not None else {}  # entity -> [eval_ts, cid, dist, outlier, streak]
+        self.centroids = centroids  # (k, d) float32, adapted online
+        self.centroids_of = centroids_of  # clusterer version the centroids were adapted from
+        self._tail = tail  # the encoded cold part, while nobody has asked for it
+        self._cold: dict[str, Any] = {}
+        if tail is None:
+            self._cold = {"recent": recent or [], "groups": groups or {}, "feedback": feedback or {}}
+
+    def _cold_part(self) -> dict[str, Any]:
+        if self._tail is not None:
+            recent, groups, feedback = json.loads(self._tail) if self._tail else ([], {}, {})
+            self._cold = {"recent": recent, "groups": groups, "feedback": feedback}
+            self._tail = None  # touched: re-encoded on the next write
+        return self._cold
+
+    @property
+    def recent(self) -> list[list[Any]]:
+        """``[ts_ms, series]`` of the service's recent candidates."""
+        return self._cold_part()["recent"]
+
+    @recent.setter
+    def recent(self, v: list[list[Any]]) -> None:
+        self._cold_part()["recent"] = v
+
+    @property
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Open alert group per category."""
+        return self._cold_part()["groups"]
+
+    @property
+    def feedback(self) -> dict[str, list[float]]:
+        """Per category, decayed weights of ``[false_positive, true]`` verdicts from the feedback topic."""
+        return self._cold_part()["feedback"]
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": 1, "latest": self.latest, "clusters": self.clusters, "centroids": self.centroids,
-                           "centroids_of": self.centroids_of, "recent": self.recent, "groups": self.groups},
-                          separators=(",", ":")).encode()
+        names = list(self.latest) + [e for e in self.clusters if e not in self.latest]
+        nm = self._NM
+        nan = math.nan
+        lat = [nan] * (len(names) * nm)
+        clu = [nan] * (len(names) * 5)
+        for i, e in enumerate(names):
+            row = self.latest.get(e)
+            if row:
+                for j, m in enumerate(ENTITY_METRICS):
+                    v = row.get(m)
+                    if v is not None:
+                        lat[i * nm + j] = v
+            c = self.clusters.get(e)
+            if c is not None:
+                clu[i * 5:i * 5 + 5] = c
+        name_b = "\x1f".join(names).encode()
+        of_b = (self.centroids_of or "").encode()
+        cents = b"" if self.centroids is None else np.ascontiguousarray(self.centroids, dtype=np.float32).tobytes()
+        k, d = (0, 0) if self.centroids is None else self.centroids.shape
+        tail = self._tail
+        if tail is None:
+            cold = self._cold
+            tail = json.dumps([cold["recent"], cold["groups"], cold["feedback"]], separators=(",", ":")).encode() \
+                if (cold["recent"] or cold["groups"] or cold["feedback"]) else b""
+        return b"".join((
+            self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b)), name_b,
+            struct.pack("<B", len(of_b)), of_b,
+            struct.pack(f"<{len(lat) + len(clu)}d", *lat, *clu), cents, tail,
+        ))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityState:
+        if data[:1] == b"{":
+            return cls._from_v1(data)
+        ver, n, k, d, nb = cls._HEAD.unpack_from(data)
+        if ver != cls.VERSION:
+            raise ValueError(f"{ENTITY_STATE}: cannot read state version {ver}")
+        pos = cls._HEAD.size
+        names = data[pos:pos + nb].decode().split("\x1f") if n else []
+        pos += nb
+        lo = data[pos]
+        of = data[pos + 1:pos + 1 + lo].decode() or None
+        pos += 1 + lo
+        nm = cls._NM
+        nums = struct.unpack_from(f"<{n * (nm + 5)}d", data, pos)
+        pos += 8 * n * (nm + 5)
+        latest: dict[str, dict[str, float]] = {}
+        clusters: dict[str, list[float]] = {}
+        for i, e in enumerate(names):
+            row = {m: v for m, v in zip(ENTITY_METRICS, nums[i * nm:i * nm + nm], strict=True) if v == v}
+            if row:
+                latest[e] = row
+            c = nums[n * nm + i * 5:n * nm + i * 5 + 5]
+            if c[0] == c[0]:
+                clusters[e] = list(c)
+        cents = None
+        if k:
+            cents = np.frombuffer(data, dtype=np.float32, count=k * d, offset=pos).reshape(k, d).copy()
+            pos += 4 * k * d
+        return cls(latest, clusters, cents, of, tail=bytes(data[pos:]))
+
+    @classmethod
+    def _from_v1(cls, data: bytes) -> EntityState:
         d = json.loads(data)
         if d.get("v") != 1:
             raise ValueError(f"{ENTITY_STATE}: cannot read state version {d.get('v')}")
-        return cls(d["latest"], d["clusters"], d["centroids"], d["centroids_of"], d["recent"], d["groups"])
+        cents = None if d["centroids"] is None else np.asarray(d["centroids"], dtype=np.float32)
+        return cls(d["latest"], d["clusters"], cents, d["centroids_of"], d["recent"], d["groups"])
 
 
 class EntityLogic:
@@ -279,8 +493,10 @@ class EntityLogic:
         self.models = models
         self.context = context
 
-    def _cluster(self, st: EntityState, entity: str, ts_ms: int) -> list[float] | None:
+    def _cluster(self, st: EntityState, entity: str, s: Scored, side: list[tuple[str, str]] | None
+                 ) -> list[float] | None:
         """Re-assign ``entity`` at most once a minute of event time; adapt centroids on normal points."""
+        ts_ms = s.ts_ms
         cl = self.models.clusterer
         prev = st.clusters.get(entity)
         if prev is not None and ts_ms - prev[0] < 60_000:
@@ -289,19 +505,28 @@ class EntityLogic:
         if all(v is None for v in vec):
             return None
         if st.centroids is None or st.centroids_of != cl.version:
-            st.centroids, st.centroids_of = cl.centroids.tolist(), cl.version
-        cents = np.asarray(st.centroids, dtype=np.float32)
+            st.centroids, st.centroids_of = np.asarray(cl.centroids, dtype=np.float32), cl.version
+        cents = st.centroids
         full = cl.impute(vec, cents)
         cid, dist, outlier = cl.assign(full, cents)
+        shadow = self.models.shadow.get("clusterer")
+        if shadow is not None and side is not None:
+            s_cid, s_dist, s_out = shadow.assign(full)  # its trained centroids: nothing adapted them yet
+            side.append(("shadow", _shadow(s, "clusterer", cl.version, {
+                "cluster": cid, "distance": round(dist, 6), "outlier_score": round(outlier, 6),
+                "alert": outlier >= self.scoring.cluster_alert_above}, shadow.version, {
+                "cluster": s_cid, "distance": round(s_dist, 6), "outlier_score": round(s_out, 6),
+                "alert": s_out >= self.scoring.cluster_alert_above})))
         if outlier < 0.5 and self.scoring.cluster_adapt_rate > 0:
-            st.centroids = cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate).tolist()
+            st.centroids = np.asarray(cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate), dtype=np.float32)
         streak = (prev[4] + 1) if (prev is not None and outlier >= self.scoring.cluster_alert_above) else (
             1.0 if outlier >= self.scoring.cluster_alert_above else 0.0)
         res = [float(ts_ms), float(cid), dist, outlier, streak]
         st.clusters[entity] = res
         return res
 
-    def candidate(self, state: EntityState, s: Scored) -> Candidate | None:
+    def candidate(self, state: EntityState, s: Scored, side: list[tuple[str, str]] | None = None
+                  ) -> Candidate | None:
         """Fold scored sample ``s`` into ``state`` (updated in place); the candidate it raises, if any.
 
         This is the whole of candidate construction, shared by the job (:meth:`on_record`) and
@@ -309,7 +534,8 @@ class EntityLogic:
         and cluster assignment (centroids adapted online), the trigger ("detector" or "forecast"
         from the series, else "cluster" when the entity's outlier score has stayed at or above
         ``cluster_alert_above`` for three evaluations), the related series, and the classifier
-        input. It needs the clusterer but not the classifier.
+        input. It needs the clusterer but not the classifier. A shadow clusterer's assignment is
+        appended to ``side`` when one is given.
         """
         st = state
         entity = s.entity
@@ -318,7 +544,7 @@ class EntityLogic:
         if entity is not None:
             if s.metric in ENTITY_METRICS:
                 st.latest.setdefault(entity, {})[s.metric] = s.value
-            cluster = self._cluster(st, entity, s.ts_ms)
+            cluster = self._cluster(st, entity, s, side)
             if (not trigger and cluster is not None and cluster[4] >= 3 and s.metric in ENTITY_METRICS
                     and s.det is not None and cluster[0] == float(s.ts_ms)):
                 trigger = "cluster"
@@ -341,29 +567,64 @@ class EntityLogic:
         }
         return Candidate(s, trigger, None if cluster is None else tuple(cluster), tuple(related), ctx, inputs)
 
-    def on_record(self, state: EntityState | None, s: Scored, now_ms: int) -> tuple[EntityState, list[str]]:
-        """Fold one scored sample in; return the new state and the alerts (JSON) to emit."""
+    def on_record(self, state: EntityState | None, s: Scored, now_ms: int
+                  ) -> tuple[EntityState, list[str], list[tuple[str, str]]]:
+        """Fold one scored sample in; return the new state, the alerts (JSON) to emit, and side records
+        as ``(kind, JSON)`` pairs (``"shadow"``: a shadow classifier's or clusterer's answer beside
+        production's)."""
         if self.models.classifier is None:
             raise ValueError("EntityLogic.on_record needs a classifier: this EntityLogic was built from a "
                              "ModelBundle without one, which can only raise candidates (EntityLogic.candidate)")
         st = state or EntityState()
-        cand = self.candidate(st, s)
+        side: list[tuple[str, str]] = []
+        cand = self.candidate(st, s, side)
         if cand is None:
-            return st, []
-        return st, self._alert(st, cand, now_ms)
+            return st, [], side
+        return st, self._alert(st, cand, now_ms, side), side
 
-    def _alert(self, st: EntityState, c: Candidate, now_ms: int) -> list[str]:
+    def on_feedback(self, state: EntityState | None, fb: Feedback) -> EntityState:
+        """A verdict on an alert of this service: weigh it into the category's verdicts.
+
+        "false_positive" and "resolved" (true) count, older verdicts decaying by ``feedback_decay``
+        each time; "ack" is not a verdict on truth and changes nothing.
+        """
+        st = state or EntityState()
+        if fb.verdict in ("false_positive", "resolved"):
+            decay = self.alerts.feedback_decay
+            w = st.feedback.get(fb.category, [0.0, 0.0])
+            st.feedback[fb.category] = [w[0] * decay + (fb.verdict == "false_positive"),
+                                        w[1] * decay + (fb.verdict == "resolved")]
+        return st
+
+    def fp_probability(self, st: EntityState, category: str, model_fp: float) -> float:
+        """The classifier's false-positive probability, moved towards the share of "false positive"
+        verdicts this service's alerts of ``category`` received (weighted as ``feedback_prior`` verdicts)."""
+        w = st.feedback.get(category) if st.feedback else None
+        if not w:
+            return model_fp
+        prior = self.alerts.feedback_prior
+        return (model_fp * prior + w[0]) / (prior + w[0] + w[1])
+
+    def _alert(self, st: EntityState, c: Candidate, now_ms: int, side: list[tuple[str, str]]) -> list[str]:
         """Classify, weigh and group candidate ``c``; the alert (JSON) to emit, if any."""
         m = self.models
         classifier = m.classifier
         assert classifier is not None  # checked in on_record
         s, trigger, cluster, related, ctx = c.scored, c.trigger, c.cluster, c.related, c.context
         score, threshold, det = c.inputs["score"], c.inputs["threshold"], c.inputs["det"]
-        cls = classifier.predict_proba(classifier_features(c.inputs))
+        row = classifier_features(c.inputs)
+        cls = classifier.predict_proba(row)
         category = max(cls["category"], key=cls["category"].get)
-        priority = max(cls["priority"], key=cls["priority"].get)
+        model_priority = max(cls["priority"], key=cls["priority"].get)
         team = max(cls["team"], key=cls["team"].get)
-        fp = cls["fp"]
+        fp = self.fp_probability(st, category, cls["fp"])
+        # false-positive-prone alerts (by the model, or by people's verdicts) lose a priority level
+        demoted = fp >= self.alerts.demote_fp_above and model_priority != PRIORITIES[-1]
+        priority = PRIORITIES[PRIORITIES.index(model_priority) + 1] if demoted else model_priority
+        shadow = m.shadow.get("classifier")
+        if shadow is not None:
+            sc = shadow.predict_proba(row)
+            side.append(("shadow", _shadow(s, "classifier", classifier.version, _top(cls), shadow.version, _top(sc))))
         if trigger == "forecast":
             ttb = s.time_to_breach_s or 0.0
             severity = "critical" if ttb < 1800 else ("high" if ttb < 7200 else "medium")
@@ -428,7 +689,9 @@ class EntityLogic:
             "team": team,
             "false_positive_probability": round(fp, 4),
             "classifier": {"priority": _rd(cls["priority"]), "category": _rd(cls["category"]),
-                           "team": _rd(cls["team"])},
+                           "team": _rd(cls["team"]), "fp": round(cls["fp"], 4), "priority_demoted": demoted,
+                           "features": [round(v, 6) for v in row]},
+            "feedback": _feedback_summary(st.feedback.get(category) if st.feedback else None),
             "impact": business_impact(category, severity, ctx, frac),
             "forecast": {
                 "interval": 0.8,
@@ -449,6 +712,17 @@ class EntityLogic:
                        "classifier": classifier.version},
         }
         return [json.dumps(alert, separators=(",", ":"))]
+
+
+def _top(cls: dict[str, Any]) -> dict[str, Any]:
+    return {"priority": max(cls["priority"], key=cls["priority"].get),
+            "category": max(cls["category"], key=cls["category"].get),
+            "team": max(cls["team"], key=cls["team"].get), "fp": round(cls["fp"], 6)}
+
+
+def _feedback_summary(w: list[float] | None) -> dict[str, float] | None:
+    """The decayed verdict weights that moved the false-positive probability, or None without feedback."""
+    return None if not w else {"false_positive": round(w[0], 4), "true": round(w[1], 4)}
 
 
 def _rd(d: dict[str, float]) -> dict[str, float]:

@@ -4,9 +4,10 @@
 - Redis holds, per model, the known versions (``vigil:registry:<model>:versions``, a sorted set
   by creation time), one key per alias (``vigil:registry:<model>:<alias>``, e.g. ``production``
   or ``shadow``) and each alias's history (``...:<alias>:history``, newest first) for rollbacks.
-- Promoting or rolling back writes a ``vigil.model-update/v1`` event, keyed by model name, to the
-  compacted model-updates topic; every operator of the running job loads, verifies and swaps to
-  the version it names, or refuses it and keeps serving the old one.
+- Promoting or rolling back writes a ``vigil.model-update/v1`` event, keyed by model name (and
+  alias, when it is not ``production``), to the compacted model-updates topic; every operator of
+  the running job loads, verifies and swaps to the version it names, or refuses it and keeps
+  serving the old one.
 
 A promotion is refused up front when the version does not load and verify here (hash, schema,
 smoke inference): a broken artifact never reaches the topic.
@@ -40,7 +41,7 @@ def _key(name: str, *parts: str) -> str:
     return ":".join(("vigil", "registry", name, *parts))
 
 
-def update_event(model: str, version: str, alias: str, previous: str | None, action: str, by: str) -> dict:
+def update_event(model: str, version: str | None, alias: str, previous: str | None, action: str, by: str) -> dict:
     return {"schema": UPDATE_SCHEMA, "model": model, "version": version, "alias": alias, "previous": previous,
             "action": action, "by": by, "at": datetime.now(UTC).isoformat()}
 
@@ -126,6 +127,21 @@ class Registry:
             self.publish_update(event)
         return event
 
+    def clear_shadow(self, name: str, by: str = "cli") -> dict:
+        """Stop shadowing ``name``: drop the ``shadow`` alias and tell the job (an event with no version)."""
+        self._check_model(name)
+        current = self.alias(name, "shadow")
+        if current is None:
+            raise RegistryError(f"{name} has no shadow version.")
+        pipe = self.redis.pipeline()
+        pipe.lpush(_key(name, "shadow", "history"), current)
+        pipe.delete(_key(name, "shadow"))
+        pipe.execute()
+        event = update_event(name, None, "shadow", current, "clear", by)
+        if self.publish_update is not None:
+            self.publish_update(event)
+        return event
+
     def diff(self, name: str, a: str, b: str) -> list[tuple[str, Any, Any]]:
         """Evaluation figures of two versions side by side: (metric, value in a, value in b)."""
         ea = _flatten(self.show(name, a).get("evaluation", {}))
@@ -143,20 +159,25 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def ensure_compacted_topic(bootstrap: str, topic: str) -> bool:
-    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists; True if it was created."""
+def ensure_topic(bootstrap: str, topic: str, compact: bool = False) -> bool:
+    """Create ``topic`` (with ``cleanup.policy=compact`` when ``compact``) unless it exists; True if created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"} if compact else {})])
         return True
     except TopicAlreadyExistsError:
         return False
     finally:
         admin.close()
+
+
+def ensure_compacted_topic(bootstrap: str, topic: str) -> bool:
+    """Create compacted ``topic`` unless it exists; True if it was created."""
+    return ensure_topic(bootstrap, topic, compact=True)
 
 
 def kafka_publisher(bootstrap: str, topic: str, **props: Any) -> Callable[[dict], None]:
@@ -167,7 +188,10 @@ def kafka_publisher(bootstrap: str, topic: str, **props: Any) -> Callable[[dict]
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **props)
 
     def publish(event: dict) -> None:
-        producer.send(topic, key=event["model"].encode(), value=json.dumps(event).encode()).get(timeout=30)
+        # compaction keeps the last event per key: one key per model and alias ("detector", "detector@shadow")
+        alias = event.get("alias", "production")
+        key = event["model"] if alias == "production" else f"{event['model']}@{alias}"
+        producer.send(topic, key=key.encode(), value=json.dumps(event).encode()).get(timeout=30)
         producer.flush()
 
     return publish

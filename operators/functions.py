@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import threading
 import time
 
@@ -30,18 +31,23 @@ from models.pipeline import (
     score_json,
 )
 from operators.stats import instrumented
-from udfs.parse import DeadLetter, ParseLimits, parse_record
+from udfs.parse import DeadLetter, Feedback, ParseLimits, parse_feedback, parse_record
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
+DRIFT = OutputTag("drift", Types.STRING())
+SHADOW = OutputTag("shadow", Types.STRING())
 SCORES = OutputTag("scores", Types.STRING())
 MODEL_EVENTS = OutputTag("model-events", Types.STRING())
 # the versions the job was told to serve, kept in broadcast state so that a restore knows them
 MODEL_VERSIONS = MapStateDescriptor("model_versions/v1", Types.STRING(), Types.STRING())
 
 
+NATIVE_MODULES = ("onnxruntime", "river.drift")  # river brings scipy's and sklearn's extensions
+
+
 def preload_native() -> None:
-    """Import onnxruntime's native extension on a fresh Python thread, once per interpreter.
+    """Import the native extensions the models use on a fresh Python thread, once per interpreter.
 
     PyFlink's thread mode embeds one interpreter in the JVM, and a task thread that runs several
     chained Python operators carries several Python thread states. pybind11 extensions take the
@@ -50,17 +56,19 @@ def preload_native() -> None:
     hung for good (seen with py-spy: a task parked in ``_pybind_state``'s ``create_module``). A
     thread Python creates has exactly one thread state, so the import is safe there.
     """
-    if "onnxruntime" in __import__("sys").modules:
+    missing = [m for m in NATIVE_MODULES if m not in sys.modules]
+    if not missing:
         return
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            importlib.import_module("onnxruntime")
+            for m in missing:
+                importlib.import_module(m)
         except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
             errors.append(e)
 
-    t = threading.Thread(target=work, name="vigil-preload-onnxruntime")
+    t = threading.Thread(target=work, name="vigil-preload-native")
     t.start()
     t.join()
     if errors:
@@ -97,6 +105,22 @@ class ParseValidate(ProcessFunction):
             yield ev
 
 
+class ParseFeedback(ProcessFunction):
+    """Raw rows of the alert-feedback topic -> :class:`~udfs.parse.Feedback`; refusals -> dead letters."""
+
+    def __init__(self, topic: str, max_bytes: int) -> None:
+        self.topic = topic
+        self.max_bytes = max_bytes
+
+    def process_element(self, row, ctx):
+        payload = bytes(row[0]) if row[0] is not None else b""
+        out = parse_feedback(payload, self.max_bytes)
+        if isinstance(out, DeadLetter):
+            yield DEAD_LETTERS, out.to_json(payload, self.topic, row[1], row[2], _now_ms())
+            return
+        yield out
+
+
 class EventTime(TimestampAssigner):
     def extract_timestamp(self, value, record_timestamp: int) -> int:
         return value.ts_ms
@@ -123,20 +147,23 @@ class HotSwap(KeyedBroadcastProcessFunction):
         except (ValueError, KeyError, TypeError) as e:
             yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused", f"unreadable update: {e}", now)
             return
-        if alias != "production":
-            return
         try:
-            previous = self._bundle().swap(self.registry_root, model, version)
+            previous = self._bundle().swap(self.registry_root, model, version, alias)
         except Exception as e:  # noqa: BLE001 - any failure means: keep serving the old version
-            yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "refused", str(e), now)
+            yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "refused", str(e), now, alias)
             return
-        ctx.get_broadcast_state(MODEL_VERSIONS).put(model, version)
-        yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "serving", f"replaced {previous}", now)
+        ctx.get_broadcast_state(MODEL_VERSIONS).put(f"{model}@{alias}", version or "")
+        status = "serving" if version is not None else "stopped"
+        yield MODEL_EVENTS, _model_event(self.operator_name, model, version, status, f"replaced {previous}", now,
+                                         alias)
 
 
-def _model_event(op: str, model, version, status: str, detail: str, now_ms: int) -> str:
+def _model_event(op: str, model, version, status: str, detail: str, now_ms: int, alias: str = "production") -> str:
     return json.dumps({"schema": "vigil.model-event/v1", "operator": op, "model": model, "version": version,
-                       "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
+                       "alias": alias, "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
+
+
+_SIDE = {"forecast": FORECASTS, "drift": DRIFT, "shadow": SHADOW}
 
 
 @instrumented("score-series")
@@ -163,6 +190,12 @@ class ScoreSeries(HotSwap):
         return self.logic.models
 
     def process_element(self, ev, ctx):
+        if type(ev) is Feedback:
+            raw = self.state.value()
+            st = self.logic.on_feedback(SeriesState.from_bytes(raw) if raw is not None else None, ev)
+            self.state.update(st.to_bytes())
+            yield ev  # on to the service's entity state
+            return
         wm = ctx.timer_service().current_watermark()
         if ev.ts_ms < wm:
             self.late.inc()
@@ -173,10 +206,10 @@ class ScoreSeries(HotSwap):
             return
         raw = self.state.value()
         st = SeriesState.from_bytes(raw) if raw is not None else None
-        st, scored, fc = self.logic.on_record(st, ev, self.scoring.entity_tag)
+        st, scored, side = self.logic.on_record(st, ev, self.scoring.entity_tag, _now_ms())
         self.state.update(st.to_bytes())
-        if fc is not None:
-            yield FORECASTS, fc
+        for kind, record in side:
+            yield _SIDE[kind], record
         if self.emit_scores:
             yield SCORES, score_json(scored)
         yield scored
@@ -212,8 +245,13 @@ class ScoreEntity(HotSwap):
     def process_element(self, scored, ctx):
         raw = self.state.value()
         st = EntityState.from_bytes(raw) if raw is not None else None
-        st, alerts = self.logic.on_record(st, scored, _now_ms())
+        if type(scored) is Feedback:
+            self.state.update(self.logic.on_feedback(st, scored).to_bytes())
+            return
+        st, alerts, side = self.logic.on_record(st, scored, _now_ms())
         self.state.update(st.to_bytes())
+        for kind, record in side:
+            yield _SIDE[kind], record
         for a in alerts:
             self.alert_count.inc()
             yield a

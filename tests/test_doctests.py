@@ -5,11 +5,12 @@ import doctest
 import pytest
 
 import training.nab
+import training.shadow
 import training.simulate
 import udfs.parse
 
 
-@pytest.mark.parametrize("module", [udfs.parse, training.simulate, training.nab])
+@pytest.mark.parametrize("module", [udfs.parse, training.simulate, training.nab, training.shadow])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

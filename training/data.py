@@ -146,6 +146,8 @@ class DetectorData:
     incident: np.ndarray  # (n,) int index into incidents, -1 if none
     keys: list[str]
     incidents: list[Incident]
+    # series keys each incident touches (recall counts them); None: the generator's incident_series
+    incident_keys: list[list[str]] | None = None
 
 
 @dataclass
@@ -175,6 +177,7 @@ class ForecastData:
     series: np.ndarray  # (r,) int index into keys
     kind: np.ndarray  # (r,) str: incident kind on the series at the origin ("" if none)
     keys: list[str] = field(default_factory=list)
+    dropped: int = 0  # rows left out because their target lay beyond training.sources.FORECAST_TARGET_LIMIT
 
 
 @dataclass
@@ -259,7 +262,8 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
         det = DetectorData(
             X=np.asarray(det_rows, dtype=np.float32).reshape(-1, len(DETECTOR_FEATURES)),
             label=meta[:, 2].astype(bool), clean=meta[:, 3].astype(bool), series=meta[:, 0], step=meta[:, 1],
-            kind=np.asarray(det_kind, dtype=object), incident=meta[:, 4], keys=list(keys), incidents=sc.incidents)
+            kind=np.asarray(det_kind, dtype=object), incident=meta[:, 4], keys=list(keys), incidents=sc.incidents,
+            incident_keys=[incident_series(inc, spec.instances) for inc in sc.incidents])
     ent_data = None
     if entities:
         em = np.asarray(ent_meta, dtype=np.float64).reshape(-1, 3)

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-COMMANDS = ("list", "show", "promote", "rollback", "diff")
+COMMANDS = ("list", "show", "promote", "rollback", "unshadow", "diff")
 
 
 def add_commands(sub: Any) -> None:
@@ -38,12 +38,21 @@ def add_commands(sub: Any) -> None:
             p.add_argument("version")
         p.add_argument("--alias", default="production", choices=("production", "shadow"))
         p.add_argument("--by", default="cli", help="who did it, recorded in the update event")
-    p = sub.add_parser("diff", help="evaluation figures of two versions side by side",
-                       description="Evaluation figures of two versions of one model side by side.")
+    p = sub.add_parser("unshadow", help="stop scoring a shadow version beside production",
+                       description="Drop a model's shadow alias and tell the running job to stop shadowing it.")
     common(p)
     p.add_argument("model")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("--by", default="cli", help="who did it, recorded in the update event")
+    p = sub.add_parser("diff", help="evaluation figures of two versions side by side (--live: on live traffic)",
+                       description="Evaluation figures of two versions of one model side by side; with --live, "
+                                   "how production A and shadow B answered the same live inputs (the job's "
+                                   "shadow topic).")
+    common(p)
+    p.add_argument("model")
+    p.add_argument("a", help="version A (with --live: the production version)")
+    p.add_argument("b", help="version B (with --live: the shadow version)")
+    p.add_argument("--live", action="store_true", help="compare on the shadow topic's records instead")
+    p.add_argument("--max-records", type=int, default=None, help="with --live: read at most this many records")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = VigilConfig.load(args.config)
     store = ArtifactStore(args.store)
     publish = None
-    if args.command in ("promote", "rollback"):
+    if args.command in ("promote", "rollback", "unshadow"):
         publish = kafka_publisher(cfg.kafka.bootstrap_servers, cfg.kafka.topics.model_updates)
     reg = Registry(store, connect(cfg.redis.url, timeout_s=cfg.redis.timeout_s), publish)
     try:
@@ -75,6 +84,20 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(reg.promote(args.model, args.version, args.alias, args.by)))
         elif args.command == "rollback":
             print(json.dumps(reg.rollback(args.model, args.alias, args.by)))
+        elif args.command == "unshadow":
+            print(json.dumps(reg.clear_shadow(args.model, args.by)))
+        elif args.live:
+            from training.shadow import live_diff, read_shadow_topic
+
+            recs = read_shadow_topic(cfg.kafka.bootstrap_servers, cfg.kafka.topics.shadow, args.max_records)
+            d = live_diff(recs, args.model, args.a, args.b)
+            width = max(len(k) for k in d)
+            for k, v in d.items():
+                print(f"{k:<{width}}  {_fmt(v)}")
+            if not d["inputs"]:
+                print(f"no shadow records of {args.model} with production {args.a} and shadow {args.b} "
+                      f"on {cfg.kafka.topics.shadow}: promote {args.b} with --alias shadow while the job runs")
+                return 1
         else:
             rows = reg.diff(args.model, args.a, args.b)
             width = max((len(k) for k, _, _ in rows), default=10)

@@ -18,6 +18,13 @@ classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
                 (the job's logic, all three triggers)
 ==============  =========================================  ====================================
 
+That is the default run. :class:`RetrainInputs` changes it: ``--data nab|replay`` gives the
+detector's and the forecaster's roles to another source (:mod:`training.sources`; the clusterer
+and the classifier keep the generator), drift events add a reason and a data selection
+(:mod:`training.drift`), and alert feedback adds labelled rows to the classifier's fp head and
+threshold floors to the detector (:mod:`training.feedback`). Each manifest's
+``training_data.lineage`` says what fed the model.
+
 Everything is seeded and single-threaded where threads could reorder floating-point sums, so
 the same seed gives byte-identical ONNX and the same content-addressed versions. Scenarios are
 replayed in parallel worker processes (:class:`Workers`, one per CPU by default); each is
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -42,7 +50,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from models.artifact import ArtifactStore, LoadedModel, content_version, schema_entries
+from models.artifact import ArtifactStore, LoadedModel, canonical_json, content_version, schema_entries
 from models.classifier import HEADS, LABELS, OUTPUT, ClassifierModel
 from models.clusterer import ClustererModel
 from models.detector import DetectorModel, TailCalibration, adaptive_thresholds
@@ -59,6 +67,7 @@ from models.forecaster import LEVELS, ForecasterModel
 from training import evaluate as ev
 from training.candidates import TRIGGERS, build_candidates, sample_weights, trigger_counts
 from training.data import Extract, ScenarioSpec, extract, fingerprint
+from training.drift import DRIFT_WEIGHT, DriftReport
 from training.export import (
     assert_parity,
     head_slices,
@@ -68,7 +77,22 @@ from training.export import (
     kmeans_distance_onnx,
     run_onnx,
 )
+from training.feedback import FLOOR_CAP, FLOOR_MARGIN, HUMAN_WEIGHT, Feedback, threshold_floors
 from training.simulate import incident_series
+from training.sources import (
+    DataConfig,
+    Replay,
+    detector_shortfall,
+    extract_job,
+    forecaster_shortfall,
+    metric_kind_weights,
+    nab_jobs,
+    nab_series,
+    read_metrics,
+    replay_jobs,
+    select_series,
+    weighted_permutation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +179,41 @@ class TrainConfig:
 
 
 @dataclass
+class RetrainInputs:
+    """What a retraining run learns from beyond the seed: the data source, drift events, feedback.
+
+    The default (generator, no drift, no feedback) trains exactly what ``train_all`` always did.
+    ``replay`` holds an already-read replay (tests, or a caller that read the topic itself);
+    otherwise ``--data replay`` reads ``data.bootstrap``/``data.topic`` when the run prepares data.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    drift: DriftReport | None = None
+    feedback: Feedback | None = None
+    feedback_weight: float = HUMAN_WEIGHT
+    drift_weight: float = DRIFT_WEIGHT
+    replay: Replay | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("feedback_weight", "drift_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1.0 or not np.isfinite(v):
+                raise ValueError(f"The '{name}' parameter of RetrainInputs must be a number >= 1. Got {v!r}.")
+
+    @property
+    def drifted(self) -> bool:
+        return self.drift is not None and bool(self.drift.events)
+
+
+@dataclass
 class Datasets:
-    """Replayed scenarios, by role."""
+    """Replayed scenarios (and series of other sources), by role.
+
+    ``det_test`` is the detector's held-out data (default: ``test``, the generator's held-out
+    scenario, which the clusterer and the classifier always use); ``cl_train`` the clusterer's
+    entity data (default: ``det_train + fc_train``). ``used`` says, per model, which source fed it
+    and why (the manifests' ``lineage.data``); ``weights`` the drift selection's metric kinds.
+    """
 
     det_train: list[Extract]
     det_val: Extract
@@ -165,6 +222,19 @@ class Datasets:
     fc_cal: Extract
     fc_eval: Extract
     cls_train: list[ScenarioSpec]
+    det_test_: Extract | None = None
+    cl_train_: list[Extract] | None = None
+    used: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: dict[str, Any] | None = None
+    generator_fc_eval: Extract | None = None  # the generator's forecaster test, when another source replaced it
+
+    @property
+    def det_test(self) -> Extract:
+        return self.det_test_ if self.det_test_ is not None else self.test
+
+    @property
+    def cl_train(self) -> list[Extract]:
+        return self.cl_train_ if self.cl_train_ is not None else self.det_train + self.fc_train
 
 
 @dataclass
@@ -277,8 +347,100 @@ def _extract_job(job: tuple[ScenarioSpec, dict]) -> Extract:
     return e
 
 
-def prepare(cfg: TrainConfig, workers: Workers | None = None) -> Datasets:
-    """Generate and replay every scenario the run needs (over ``workers``, or ``cfg.n_workers`` new ones)."""
+def prepare(cfg: TrainConfig, workers: Workers | None = None, inputs: RetrainInputs | None = None) -> Datasets:
+    """Generate and replay every scenario the run needs (over ``workers``, or ``cfg.n_workers`` new ones),
+    and, for ``--data nab|replay``, the other source's series (see :mod:`training.sources`).
+
+    The other source is read first, so a missing corpus or an unreachable broker fails before
+    anything is generated. The generator's scenarios are always replayed: the clusterer and the
+    classifier need them, and a model the other source cannot feed falls back to them.
+    """
+    inputs = inputs or RetrainInputs()
+    kind = inputs.data.kind
+    source = _source_jobs(cfg, inputs) if kind != "generator" else None
+    with _workers(cfg, workers) as w:
+        data = _prepare_generator(cfg, w)
+        data.used = {name: {"requested": kind, "used": "generator"} for name in MODEL_NAMES}
+        if source is None:
+            if inputs.drifted:
+                assert inputs.drift is not None
+                data.weights = {"metric_kinds": {m: inputs.drift.metric_kinds(m) for m in ("detector", "forecaster")},
+                                "weight": float(inputs.drift_weight)}
+            return data
+        jobs, origin, det_roles, fc_roles = source
+        desc = "replaying NAB files" if kind == "nab" else "replaying the metrics topic"
+        ext = dict(zip([r for r, _ in jobs], w.map(extract_job, [j for _, j in jobs], desc, cfg.progress),
+                       strict=True))
+    data.used["clusterer"]["why"] = "needs a fleet of entities (several metrics per instance, peers per service)"
+    data.used["classifier"]["why"] = "needs labelled alerts of every trigger from a fleet of entities"
+    _use_source(data, kind, tuple(ext[r] for r in det_roles), tuple(ext[r] for r in fc_roles), origin)  # type: ignore[arg-type]
+    if all(data.used[m]["used"] == "generator" for m in ("detector", "forecaster")):
+        raise ValueError(f"--data {kind} could feed neither the detector nor the forecaster: "
+                         f"{data.used['detector'].get('fallback')}; {data.used['forecaster'].get('fallback')}")
+    return data
+
+
+def _use_source(data: Datasets, kind: str, det: tuple[Extract, Extract, Extract],
+                fc: tuple[Extract, Extract, Extract], origin: dict[str, Any]) -> None:
+    """Point the detector's and the forecaster's roles at ``kind``'s extracts where they can feed them."""
+    data.cl_train_ = data.det_train + data.fc_train  # the clusterer keeps the generator's entities
+    short = detector_shortfall(*det)
+    if short is None:
+        data.det_train, data.det_val, data.det_test_ = [det[0]], det[1], det[2]
+        data.used["detector"] = {"requested": kind, "used": kind, **origin}
+    else:
+        data.used["detector"]["fallback"] = short
+        log.warning("--data %s cannot feed the detector (%s): it trains on the generator", kind, short)
+    short = forecaster_shortfall(*fc)
+    if short is None:
+        data.generator_fc_eval = data.fc_eval
+        data.fc_train, data.fc_cal, data.fc_eval = [fc[0]], fc[1], fc[2]
+        data.used["forecaster"] = {"requested": kind, "used": kind, **origin}
+    else:
+        data.used["forecaster"]["fallback"] = short
+        log.warning("--data %s cannot feed the forecaster (%s): it trains on the generator", kind, short)
+
+
+SourceJobs = tuple[list[tuple[str, tuple]], dict[str, Any], tuple[str, str, str], tuple[str, str, str]]
+
+
+def _source_jobs(cfg: TrainConfig, inputs: RetrainInputs) -> SourceJobs:
+    """Read ``--data nab|replay``'s series; the extract jobs, the lineage, and which roles feed which model."""
+    dc = inputs.data
+    if dc.kind == "nab":
+        from training.nab import nab_root
+
+        series = nab_series(dc.nab_root, dc.nab_files, dc.nab_limit)
+        jobs = nab_jobs(series, cfg.seed, dc.nab_limit)
+        origin = {"nab_root": str(nab_root(dc.nab_root)), "files": len(series),
+                  "split": {r: len(j[0]) for r, j in jobs},
+                  "benchmark": "trained on NAB: never use this version for `make bench-nab` figures (look-ahead)"}
+        roles = ("fit", "validation", "test")
+        return jobs, origin, roles, roles
+    replay = inputs.replay
+    if replay is None:
+        if not dc.bootstrap or not dc.topic:
+            raise ValueError("--data replay needs the Kafka bootstrap servers and the metrics topic")
+        replay = read_metrics(dc, dc.bootstrap, dc.topic, progress=cfg.progress)
+    series = replay.series
+    digest_fields: tuple[tuple[str, Any], ...] = ()
+    if inputs.drifted:
+        assert inputs.drift is not None
+        series, replay.selection = select_series(series, inputs.drift.series, dc.background, cfg.seed)
+        if not replay.selection["drifted_found"]:
+            log.warning("none of the %d drifted series is on the metrics topic: the replay is background only",
+                        replay.selection["drifted_requested"])
+        digest_fields = (("selection", {"drifted": replay.selection["drifted_found"],
+                                        "background": replay.selection["background"]}),)
+    if not series:
+        raise ValueError(f"--data replay found no series to train on ({replay.records} records read, "
+                         f"dead letters {replay.dead_letters})")
+    return (replay_jobs(series, cfg.seed, digest_fields), {"replay": replay.describe()},
+            ("fit", "det_validation", "det_test"), ("fit", "fc_calibration", "fc_test"))
+
+
+def _prepare_generator(cfg: TrainConfig, workers: Workers | None = None) -> Datasets:
+    """Generate and replay every generator scenario the run needs."""
     specs = cfg.specs()
     jobs: list[tuple[str, ScenarioSpec, dict]] = []
     for spec in specs["det_train"]:
@@ -328,8 +490,9 @@ def _pairs_per_incident(ext: Extract) -> dict[int, int]:
     assert d is not None
     present = set(np.unique(d.series).tolist())
     keys = {k: i for i, k in enumerate(d.keys)}
-    return {i: sum(1 for k in incident_series(inc, ext.spec.instances) if keys.get(k) in present)
-            for i, inc in enumerate(d.incidents)}
+    touched = d.incident_keys if d.incident_keys is not None else [
+        incident_series(inc, ext.spec.instances) for inc in d.incidents]  # type: ignore[attr-defined]
+    return {i: sum(1 for k in touched[i] if keys.get(k) in present) for i in range(len(d.incidents))}
 
 
 def _dynamic_thresholds(scores: np.ndarray, ext: Extract, k: float, alpha: float) -> np.ndarray:
@@ -353,6 +516,12 @@ def _count_severities(sev: list[str], true_alert: np.ndarray, want: bool) -> dic
             for lvl in ("low", "medium", "high", "critical")}
 
 
+def _drift_weights(data: Datasets, model: str) -> tuple[list[str], float]:
+    """The metric kinds whose rows weigh more for ``model`` after drift on the generator, and by how much."""
+    w = data.weights or {}
+    return list(w.get("metric_kinds", {}).get(model, [])), float(w.get("weight", 1.0))
+
+
 def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
     """Isolation forest on clean points + robust statistics, calibrated; weight and threshold from validation."""
     from sklearn.ensemble import IsolationForest
@@ -360,13 +529,22 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
     t0 = time.perf_counter()
     clean = np.concatenate([e.detector.X[e.detector.clean] for e in data.det_train])  # type: ignore[union-attr]
     rng = np.random.default_rng(cfg.seed)
-    perm = rng.permutation(len(clean))
+    selection: list[dict] = []
+    kinds, dw = _drift_weights(data, "detector")
+    if kinds:
+        # drift on the generator: the drifted metric kinds come first in the fit and calibration sample
+        w = np.concatenate([metric_kind_weights(e.detector.keys, e.detector.series[e.detector.clean],  # type: ignore[union-attr]
+                                                kinds, dw) for e in data.det_train])
+        perm = weighted_permutation(rng, w)
+        selection = [{"role": "selection", "drift_metric_kinds": kinds, "weight": dw}]
+    else:
+        perm = rng.permutation(len(clean))
     n_fit = min(len(clean) // 2, cfg.if_fit_rows)
     X_fit, X_cal = clean[perm[:n_fit]], clean[perm[n_fit:n_fit + 4 * cfg.if_fit_rows]]
     forest = IsolationForest(n_estimators=100, max_samples=256, random_state=cfg.seed, n_jobs=1).fit(X_fit)
     onnx_bytes = isolation_forest_to_onnx(forest, len(DETECTOR_FEATURES))
 
-    val, test = data.det_val.detector, data.test.detector
+    val, test = data.det_val.detector, data.det_test.detector
     assert val is not None and test is not None
     Xp = np.concatenate([X_cal[: PARITY_ROWS // 2], val.X[val.label][: PARITY_ROWS // 2]])
     parity = assert_parity("detector", run_onnx(onnx_bytes, {"X": Xp})[0], forest.score_samples(Xp), atol=1e-5)
@@ -424,9 +602,51 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
     model = runtime(DetectorModel, "detector", onnx_bytes, DETECTOR_FEATURES, post)
 
     # held-out evaluation
+    figures, score_t = _detector_figures(model, data.det_test, base, k, alpha)
+    evaluation = {
+        **figures,
+        "validation": {"alert_f1": f_val["f1"], "alert_precision": f_val["precision"],
+                       "incident_recall": f_val["recall"]},
+        "parity_max_abs_error": parity, "parity_tolerance": 1e-5,
+    }
+    if data.det_test is not data.test:
+        # the same figures on the generator's held-out fleet scenario: comparable across sources
+        evaluation["generator_test"] = _detector_figures(model, data.test, base, k, alpha)[0]
+    fields = {
+        "description": "Isolation forest (one TreeEnsembleRegressor) + robust statistics, calibrated ensemble",
+        "feature_schema": DETECTOR_FEATURES,
+        "inputs": [{"name": "X", "shape": [None, len(DETECTOR_FEATURES)], "dtype": "float32",
+                    "meaning": "SeriesWindow.detector_features(x) rows, computed before update(x)"}],
+        "outputs": [{"name": "score_samples", "shape": [None], "dtype": "float32",
+                     "meaning": "IsolationForest.score_samples: -2^(-E[h(x)]/c(max_samples)); higher = more "
+                                "normal. DetectorModel.score turns it into the calibrated ensemble score"}],
+        "training_data": {
+            "fingerprint": fingerprint(X_fit, X_cal, sources=_sources([*data.det_train, data.det_val], "train")
+                                       + selection),
+            "sources": _sources(data.det_train, "fit+calibration") + _sources([data.det_val], "validation")
+            + selection,
+            "rows": {"fit": len(X_fit), "calibration": len(X_cal)},
+            "state_schema": SERIES_WINDOW_STATE},
+        "postprocessing": post,
+        "evaluation": evaluation,
+    }
+
+    def plot(path: Path) -> None:
+        ev.plot_detector(path, score_t, test.label, test.kind, base)
+
+    return Trained("detector", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
+                   {"forest": forest, "parity_X": Xp,
+                    "fingerprint_of": ((X_fit, X_cal), _sources([*data.det_train, data.det_val], "train") + selection)})
+
+
+def _detector_figures(model: DetectorModel, ext: Extract, base: float, k: float, alpha: float
+                      ) -> tuple[dict[str, Any], np.ndarray]:
+    """Held-out figures of the detector on ``ext`` (and its scores there)."""
+    test = ext.detector
+    assert test is not None
     iso_t, stat_t = model.components(test.X)
     score_t = model.score(test.X)
-    res = _alerts_eval(score_t, data.test, base, k, alpha)
+    res = _alerts_eval(score_t, ext, base, k, alpha)
     per_kind: dict[str, Any] = {}
     alert = res["alert"]
     sev = [model.severity(float(a), float(b)) for a, b in zip(score_t[alert], res["threshold"][alert], strict=True)]
@@ -437,8 +657,8 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
         per_kind[kind] = {"incidents": len(incs), "detected": len(found),
                           "mean_score": float(score_t[m].mean()), "max_score": float(score_t[m].max())}
     normal = ~test.label
-    evaluation = {
-        "test_scenario": data.test.spec.source(),
+    return {
+        "test_scenario": ext.spec.source(),
         "points": int(test.X.shape[0]), "incident_points": int(test.label.sum()),
         "average_precision": ev.average_precision(test.label, score_t),
         "roc_auc": ev.roc_auc(test.label, score_t),
@@ -452,32 +672,7 @@ def fit_detector(cfg: TrainConfig, data: Datasets) -> Trained:
         "mean_score_normal": float(score_t[normal].mean()),
         "p99_score_normal": float(np.percentile(score_t[normal], 99)),
         "per_kind": per_kind,
-        "validation": {"alert_f1": f_val["f1"], "alert_precision": f_val["precision"],
-                       "incident_recall": f_val["recall"]},
-        "parity_max_abs_error": parity, "parity_tolerance": 1e-5,
-    }
-    fields = {
-        "description": "Isolation forest (one TreeEnsembleRegressor) + robust statistics, calibrated ensemble",
-        "feature_schema": DETECTOR_FEATURES,
-        "inputs": [{"name": "X", "shape": [None, len(DETECTOR_FEATURES)], "dtype": "float32",
-                    "meaning": "SeriesWindow.detector_features(x) rows, computed before update(x)"}],
-        "outputs": [{"name": "score_samples", "shape": [None], "dtype": "float32",
-                     "meaning": "IsolationForest.score_samples: -2^(-E[h(x)]/c(max_samples)); higher = more "
-                                "normal. DetectorModel.score turns it into the calibrated ensemble score"}],
-        "training_data": {
-            "fingerprint": fingerprint(X_fit, X_cal, sources=_sources([*data.det_train, data.det_val], "train")),
-            "sources": _sources(data.det_train, "fit+calibration") + _sources([data.det_val], "validation"),
-            "rows": {"fit": len(X_fit), "calibration": len(X_cal)},
-            "state_schema": SERIES_WINDOW_STATE},
-        "postprocessing": post,
-        "evaluation": evaluation,
-    }
-
-    def plot(path: Path) -> None:
-        ev.plot_detector(path, score_t, test.label, test.kind, base)
-
-    return Trained("detector", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
-                   {"forest": forest, "parity_X": Xp})
+    }, score_t
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,12 +688,19 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
     tr = [e.forecast for e in data.fc_train]
     X = np.concatenate([f.X for f in tr])  # type: ignore[union-attr]
     y = np.concatenate([f.y for f in tr])  # type: ignore[union-attr]
+    weight = None
+    selection: list[dict] = []
+    kinds, dw = _drift_weights(data, "forecaster")
+    if kinds:
+        # drift on the generator: rows of the drifted metric kinds weigh more in the fit
+        weight = np.concatenate([metric_kind_weights(f.keys, f.series, kinds, dw) for f in tr])  # type: ignore[union-attr]
+        selection = [{"role": "selection", "drift_metric_kinds": kinds, "weight": dw}]
     # 60 trees of 31 leaves: within 3% of the MAE of 200 trees at a third of the per-row cost
     reg = HistGradientBoostingRegressor(
         loss="absolute_error", max_iter=FORECASTER_TREES, learning_rate=0.2, max_leaf_nodes=31,
         min_samples_leaf=40, l2_regularization=1.0, early_stopping=False, random_state=cfg.seed)
     with threadpool_limits(1):
-        reg.fit(X, y)
+        reg.fit(X, y) if weight is None else reg.fit(X, y, sample_weight=weight)
     onnx_bytes = hist_gradient_boosting_regressor_to_onnx(reg, len(FORECASTER_FEATURES))
     cal, test = data.fc_cal.forecast, data.fc_eval.forecast
     assert cal is not None and test is not None
@@ -544,6 +746,21 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
         "per_horizon": per_h,
         "parity_max_abs_error": parity, "parity_tolerance": "1e-4 + 1e-5 * |y|",
     }
+    dropped = {name: e.forecast.dropped for name, e in (("fit", data.fc_train[0]), ("calibration", data.fc_cal),
+                                                         ("test", data.fc_eval)) if e.forecast is not None}
+    if any(dropped.values()):
+        evaluation["rows_left_out_target_beyond_limit"] = dropped
+    gen = data.generator_fc_eval
+    if gen is not None and gen.forecast is not None:
+        # the same headline figures on the generator's held-out fleet scenario: comparable across sources
+        g = gen.forecast
+        g_err = np.abs(model.predict(g.X).astype(np.float64) - g.y)
+        g_hw = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in g.horizon])
+        evaluation["generator_test"] = {
+            "test_scenario": gen.spec.source(), "rows": len(g.y), "mae": float(g_err.mean()),
+            "naive_mae": float(np.abs(g.y).mean()),
+            "mae_ratio_vs_naive": float(g_err.mean() / max(float(np.abs(g.y).mean()), 1e-12)),
+            "coverage_80": float((g_err <= g_hw).mean())}
     fields = {
         "description": "HistGradientBoostingRegressor (absolute error) on normalised future deltas, "
                        "one TreeEnsembleRegressor",
@@ -552,8 +769,9 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
                     "meaning": "SeriesWindow.forecaster_rows() rows, one per horizon in horizons_min"}],
         "outputs": [{"name": "y", "shape": [None, 1], "dtype": "float32",
                      "meaning": "(x(t+h) - anchor) / scale; value = anchor + y * scale"}],
-        "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train, "train")),
-                          "sources": _sources(data.fc_train, "fit") + _sources([data.fc_cal], "conformal"),
+        "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train, "train") + selection),
+                          "sources": _sources(data.fc_train, "fit") + _sources([data.fc_cal], "conformal")
+                          + selection,
                           "rows": len(y)},
         "postprocessing": post,
         "evaluation": evaluation,
@@ -597,7 +815,7 @@ def fit_clusterer(cfg: TrainConfig, data: Datasets) -> Trained:
     from sklearn.metrics import adjusted_rand_score, silhouette_score
 
     t0 = time.perf_counter()
-    sources = data.det_train + data.fc_train
+    sources = data.cl_train
     X_all = np.concatenate([e.entities.X[e.entities.kind == ""] for e in sources])  # type: ignore[union-attr]
     rng = np.random.default_rng(cfg.seed + 1)
     X = X_all[np.sort(rng.permutation(len(X_all))[: cfg.cluster_rows])]
@@ -712,16 +930,61 @@ def _head_metrics(h: str, truth: np.ndarray, pred: np.ndarray, p1: np.ndarray | 
     return out
 
 
+def _classifier_head(cfg: TrainConfig, head: str) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=CLASSIFIER_ITERATIONS[head], learning_rate=0.3, max_leaf_nodes=15,
+                                          min_samples_leaf=10, l2_regularization=1.0, early_stopping=False,
+                                          random_state=cfg.seed)
+
+
+def _feedback_figures(fb: Feedback, before: Any, after: Any, Xt: np.ndarray, fp_test: np.ndarray,
+                      synthetic_weight: float, human_weight: float) -> dict[str, Any]:
+    """How the fp head moved on the rows people judged, and what it cost on the synthetic held-out set.
+
+    ``job`` is the probability the alert carried (the job's, after its online feedback),
+    ``serving_model`` the serving classifier's own (``alert.classifier.fp``); ``without_feedback`` the
+    head this run trains without the verdicts (what a run without feedback would publish);
+    ``with_feedback`` the published head. On the feedback rows these figures are in-sample (the
+    head trained on them): they show that it listened, not how well it generalises.
+    """
+    col_b, col_a = list(before.classes_).index("1"), list(after.classes_).index("1")
+    p_before = before.predict_proba(fb.X)[:, col_b]
+    p_after = after.predict_proba(fb.X)[:, col_a]
+
+    def by_verdict(p: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, lab in (("false_positive", 1), ("resolved", 0)):
+            m = fb.y == lab
+            out[name] = float(np.nanmean(p[m])) if m.any() and np.isfinite(p[m]).any() else None
+        out["agreement"] = float(((p >= 0.5) == (fb.y == 1))[np.isfinite(p)].mean()) if np.isfinite(p).any() else None
+        return out
+
+    human_total = human_weight * len(fb.y)
+    return {
+        "rows": len(fb.y), "false_positive": int(fb.y.sum()), "resolved": int((fb.y == 0).sum()),
+        "weight_per_row": human_weight, "weight_share": human_total / (human_total + synthetic_weight),
+        "fp_probability_on_feedback_rows": {"job": by_verdict(fb.job_fp), "serving_model": by_verdict(fb.model_fp),
+                                            "without_feedback": by_verdict(p_before),
+                                            "with_feedback": by_verdict(p_after)},
+        "on_feedback_rows": "in-sample: the head trained on these rows",
+        "synthetic_test_fp_auc": {"without_feedback": ev.roc_auc(fp_test, before.predict_proba(Xt)[:, col_b]),
+                                  "with_feedback": ev.roc_auc(fp_test, after.predict_proba(Xt)[:, col_a])},
+    }
+
+
 def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained],
-                   workers: Workers | None = None) -> Trained:
+                   workers: Workers | None = None, feedback: Feedback | None = None,
+                   feedback_weight: float = HUMAN_WEIGHT) -> Trained:
     """One gradient-boosted classifier per head on the candidates the job's own logic raises.
 
     Candidates come from :func:`training.candidates.build_candidates` (SeriesLogic +
     EntityLogic.candidate with the just-trained detector, forecaster and clusterer), so all three
-    triggers are in the training data exactly as the job will present them.
+    triggers are in the training data exactly as the job will present them. With ``feedback``,
+    the false-positive head also learns from the alerts people judged (``false_positive`` = 1,
+    ``resolved`` = 0), each weighing ``feedback_weight`` candidates (see :mod:`training.feedback`);
+    ``evaluation.feedback`` compares the head with and without them.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     t0 = time.perf_counter()
     blobs = {n: (upstream[n].onnx_bytes, upstream[n].fields["postprocessing"]) for n in UPSTREAM}
     specs = [*data.cls_train, data.test.spec]
@@ -733,19 +996,25 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained
     X, y = _candidate_rows(train)
     Xt, yt = _candidate_rows(test_c)
     weight = np.asarray(sample_weights(train))
+    human = feedback is not None and len(feedback.y) > 0
+    without_feedback: Any = None
     heads = []
     with threadpool_limits(1):
         for h in HEADS:
             if len(set(y[h].tolist())) < 2:
                 raise ValueError(f"classifier head {h!r} has a single class {set(y[h].tolist())} in the training "
                                  f"candidates; generate more scenarios")
-            clf = HistGradientBoostingClassifier(max_iter=CLASSIFIER_ITERATIONS[h], learning_rate=0.3,
-                                                 max_leaf_nodes=15, min_samples_leaf=10, l2_regularization=1.0,
-                                                 early_stopping=False, random_state=cfg.seed)
-            heads.append((h, clf.fit(X, y[h], sample_weight=weight)))
+            clf = _classifier_head(cfg, h).fit(X, y[h], sample_weight=weight)
+            if h == "fp" and human:
+                assert feedback is not None
+                without_feedback = clf
+                clf = _classifier_head(cfg, h).fit(
+                    np.concatenate([X, feedback.X]), np.concatenate([y[h], feedback.y.astype(str).astype(object)]),
+                    sample_weight=np.concatenate([weight, np.full(len(feedback.y), float(feedback_weight))]))
+            heads.append((h, clf))
     onnx_bytes = hist_gradient_boosting_heads_to_onnx(heads, len(CLASSIFIER_FEATURES), OUTPUT)
     slices = head_slices(heads)
-    Xp = np.concatenate([Xt, X])[:PARITY_ROWS]
+    Xp = np.concatenate([feedback.X, Xt, X] if human else [Xt, X])[:PARITY_ROWS]  # type: ignore[union-attr]
     out = run_onnx(onnx_bytes, {"X": Xp})[0]
     parity = max(assert_parity(f"classifier/{h}", out[:, slices[h][0]:slices[h][1]], clf.predict_proba(Xp),
                                atol=1e-5) for h, clf in heads)
@@ -774,6 +1043,16 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained
     evaluation["per_trigger"] = per_trigger
     evaluation["parity_max_abs_error"] = parity
     evaluation["parity_tolerance"] = 1e-5
+    fp_sources: list[dict] = []
+    fp_arrays: list[np.ndarray] = []
+    if human:
+        assert feedback is not None
+        fp_head = dict(heads)["fp"]
+        evaluation["feedback"] = _feedback_figures(feedback, without_feedback, fp_head, Xt, yt["fp"].astype(int),
+                                                   float(weight.sum()), feedback_weight)
+        fp_sources = [{"role": "fp head: human verdicts", "source": "alert-feedback", **feedback.lineage(),
+                       "rows": len(feedback.y), "weight": float(feedback_weight), "sha256": feedback.digest()}]
+        fp_arrays = [feedback.X, feedback.y]
     width = slices[heads[-1][0]][1]
     fields = {
         "description": "Four HistGradientBoostingClassifier heads, one TreeEnsembleRegressor (softmax) each, "
@@ -784,9 +1063,9 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained
         "outputs": [{"name": OUTPUT, "shape": [None, width], "dtype": "float32",
                      "meaning": "every head's class probabilities side by side: columns "
                                 "postprocessing.slices[head] hold P(head = c) for c in postprocessing.classes[head]"}],
-        "training_data": {"fingerprint": fingerprint(X, *[y[h] for h in HEADS],
-                                                     sources=_sources(data.cls_train, "train")),
-                          "sources": _sources(data.cls_train, "candidates"), "rows": len(X),
+        "training_data": {"fingerprint": fingerprint(X, *[y[h] for h in HEADS], *fp_arrays,
+                                                     sources=_sources(data.cls_train, "train") + fp_sources),
+                          "sources": _sources(data.cls_train, "candidates") + fp_sources, "rows": len(X),
                           "candidates": "training.candidates.build_candidates: the job's SeriesLogic and "
                                         "EntityLogic.candidate (default ScoringConfig), all triggers",
                           "per_trigger": counts["train"],
@@ -809,21 +1088,55 @@ def fit_classifier(cfg: TrainConfig, data: Datasets, upstream: dict[str, Trained
 # --------------------------------------------------------------------------------------------
 
 
-def fit_all(cfg: TrainConfig, data: Datasets, workers: Workers | None = None) -> dict[str, Trained]:
+def apply_threshold_floors(detector: Trained, fb: Feedback) -> dict[str, float]:
+    """Write the per-series threshold floors learned from ``fb`` into the detector's post-processing
+    (``series_threshold_floor``, only when there is one, so versions without feedback do not change),
+    fold the feedback into its fingerprint, and explain every series considered in its evaluation."""
+    floors, why = threshold_floors(fb)
+    detector.evaluation["feedback"] = {
+        "series_threshold_floor": len(floors), "series": why, "margin": FLOOR_MARGIN, "cap": FLOOR_CAP,
+        "rule": "floor = highest detector_score of the series' false-positive detector-triggered alerts + margin "
+                "(capped); none when a resolved detector-triggered alert of the series scored at or below it; the "
+                "job alerts at max(adaptive threshold, floor)"}
+    if floors:
+        post = detector.fields["postprocessing"]
+        post["series_threshold_floor"] = floors
+        detector.model = runtime(DetectorModel, "detector", detector.onnx_bytes, DETECTOR_FEATURES, post)
+        arrays, sources = detector.extra["fingerprint_of"]
+        src = {"role": "threshold floors: human verdicts", "source": "alert-feedback", **fb.lineage(),
+               "series": len(floors), "sha256": "sha256:" + hashlib.sha256(canonical_json(floors)).hexdigest()}
+        detector.fields["training_data"]["fingerprint"] = fingerprint(*arrays, sources=[*sources, src])
+        detector.fields["training_data"]["sources"].append(src)
+    return floors
+
+
+def fit_all(cfg: TrainConfig, data: Datasets, workers: Workers | None = None,
+            inputs: RetrainInputs | None = None) -> dict[str, Trained]:
     """Fit, export and parity-check all four models (raises :class:`~training.export.ParityError`)."""
+    inputs = inputs or RetrainInputs()
+    fb = inputs.feedback
     steps = tqdm(total=4, desc="fitting models", unit="model", disable=not cfg.progress)
     out: dict[str, Trained] = {}
     try:
         out["forecaster"] = fit_forecaster(cfg, data)
         steps.update()
         out["detector"] = fit_detector(cfg, data)
+        if fb is not None:
+            apply_threshold_floors(out["detector"], fb)
         steps.update()
         out["clusterer"] = fit_clusterer(cfg, data)
         steps.update()
-        out["classifier"] = fit_classifier(cfg, data, out, workers)
+        out["classifier"] = fit_classifier(cfg, data, out, workers, fb, inputs.feedback_weight)
         steps.update()
     finally:
         steps.close()
+    for name, t in out.items():
+        lineage: dict[str, Any] = {"data": data.used.get(name, {"requested": "generator", "used": "generator"})}
+        if inputs.drift is not None:
+            lineage["reason"] = inputs.drift.reason()
+        if fb is not None and name in ("detector", "classifier"):
+            lineage["feedback"] = fb.lineage()
+        t.fields["training_data"]["lineage"] = lineage
     # the classifier was trained on these exact upstream versions
     up = out["classifier"].fields["training_data"]["upstream"]
     for name in ("detector", "forecaster", "clusterer"):
@@ -850,33 +1163,40 @@ class TrainRun:
 
 
 def run_training(store_root: str | Path, seed: int = 1, quick: bool = False, runs_dir: str | Path | None = "runs",
-                 progress: bool = True, workers: int | None = None) -> TrainRun:
-    """:func:`train_all` with everything it produced (models, figures, timings, report path)."""
+                 progress: bool = True, workers: int | None = None, inputs: RetrainInputs | None = None) -> TrainRun:
+    """:func:`train_all` with everything it produced (models, figures, timings, report path).
+
+    ``inputs`` adds a data source other than the generator, drift events and alert feedback
+    (see :class:`RetrainInputs`); without it the run is exactly what it always was.
+    """
     cfg = TrainConfig(seed=seed, quick=quick, progress=progress, workers=workers)
+    inputs = inputs or RetrainInputs()
     t0 = time.perf_counter()
     with Workers(cfg.n_workers) as pool:
-        data = prepare(cfg, pool)
+        data = prepare(cfg, pool, inputs)
         t_data = time.perf_counter() - t0
-        trained = fit_all(cfg, data, pool)
+        trained = fit_all(cfg, data, pool, inputs)
     t_fit = time.perf_counter() - t0 - t_data
     store = ArtifactStore(store_root)
     previous = {name: store.latest(name) for name in MODEL_NAMES}
     versions = publish(store, trained)
     timings = {"data_s": t_data, "fit_s": t_fit, "total_s": time.perf_counter() - t0,
                **{f"{n}_s": t.seconds for n, t in trained.items()}}
-    path = report(Path(runs_dir), cfg, trained, versions, previous, timings) if runs_dir is not None else None
+    path = (report(Path(runs_dir), cfg, trained, versions, previous, timings, inputs)
+            if runs_dir is not None else None)
     return TrainRun(versions, previous, trained, timings, path)
 
 
 def train_all(store_root: str | Path, seed: int = 1, quick: bool = False, runs_dir: str | Path | None = "runs",
-              progress: bool = True, workers: int | None = None) -> dict[str, str]:
+              progress: bool = True, workers: int | None = None, inputs: RetrainInputs | None = None
+              ) -> dict[str, str]:
     """Train, evaluate, export, parity-check and publish all four models; returns ``{name: version}``.
 
     Nothing is written unless every model passes its parity check. With ``runs_dir`` set, a
-    ``train-<UTC time>/report.md`` with figures and plots is written there. The same seed and
-    ``quick`` flag give the same versions.
+    ``train-<UTC time>/report.md`` with figures and plots is written there. The same seed,
+    ``quick`` flag and inputs (data, drift, feedback) give the same versions.
     """
-    return run_training(store_root, seed, quick, runs_dir, progress, workers).versions
+    return run_training(store_root, seed, quick, runs_dir, progress, workers, inputs).versions
 
 
 def missing_models(store_root: str | Path) -> list[str]:
@@ -886,7 +1206,7 @@ def missing_models(store_root: str | Path) -> list[str]:
 
 
 def report(runs_dir: Path, cfg: TrainConfig, trained: dict[str, Trained], versions: dict[str, str],
-           previous: dict[str, str | None], timings: dict[str, float]) -> Path:
+           previous: dict[str, str | None], timings: dict[str, float], inputs: RetrainInputs | None = None) -> Path:
     """Write ``runs_dir/train-<UTC>/report.md`` and its plots; returns the report path."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = runs_dir / f"train-{stamp}"
@@ -898,7 +1218,12 @@ def report(runs_dir: Path, cfg: TrainConfig, trained: dict[str, Trained], versio
             plots[name] = f"{name}.png"
     header = {"created_at": _dt.datetime.now(_dt.UTC).isoformat(), "seed": cfg.seed, "quick": cfg.quick,
               "versions": {n: f"{v} (parent {previous.get(n)})" for n, v in versions.items()},
-              "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+              "timings_s": {k: round(v, 2) for k, v in timings.items()},
+              "data": {n: t.fields["training_data"].get("lineage", {}).get("data") for n, t in trained.items()}}
+    if inputs is not None and inputs.drift is not None:
+        header["drift"] = inputs.drift.summary()
+    if inputs is not None and inputs.feedback is not None:
+        header["feedback"] = inputs.feedback.summary()
     sections = {name: {**t.fields["evaluation"], "postprocessing": _brief(t.fields["postprocessing"])}
                 for name, t in trained.items()}
     return ev.write_report(run_dir, header, sections, plots)

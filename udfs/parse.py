@@ -33,6 +33,7 @@ REASONS = (
     "non_finite_value",
     "timestamp_out_of_range",
     "late_event",
+    "invalid_value",
 )
 DEAD_LETTER_SCHEMA = "vigil.deadletter/v1"
 MAX_NAME = 200
@@ -53,6 +54,23 @@ class MetricEvent(NamedTuple):
             if k == name:
                 return v
         return default
+
+
+class Feedback(NamedTuple):
+    """A person's verdict on an alert (``vigil.feedback/v1``), routed to the alert's series and service."""
+
+    alert_id: str
+    series: str
+    service: str
+    category: str
+    verdict: str  # one of VERDICTS
+    by: str
+    reason: str
+    at_ms: int
+
+
+FEEDBACK_SCHEMA = "vigil.feedback/v1"
+VERDICTS = ("ack", "resolved", "false_positive")
 
 
 @dataclass(frozen=True)
@@ -260,3 +278,60 @@ def _prometheus(obj: dict) -> MetricEvent:
         raise _Bad("missing_field", "field 'value' is missing")
     value = _number(obj["value"], "value", allow_str=True)
     return _event(service, metric, labels, _timestamp(obj.get("timestamp")), value)
+
+
+def parse_feedback(payload: bytes, max_bytes: int = 65536) -> Feedback | DeadLetter:
+    """Parse one record of the alert-feedback topic, or say exactly why not.
+
+    A verdict names the alert it judges by ``alert_id`` and echoes the alert's ``series`` (its
+    ``series.key``) and ``category``, so that the job can route it to the series and service
+    state that produced the alert; ``by`` says who, ``reason`` why (optional), ``at`` when.
+
+    >>> fb = parse_feedback(b'{"schema":"vigil.feedback/v1","alert_id":"a1","series":"api|cpu_util|instance=i-1",'
+    ...                     b'"category":"saturation","verdict":"false_positive","by":"ana",'
+    ...                     b'"at":"2026-11-29T10:00:00Z"}')
+    >>> fb.service, fb.verdict, fb.at_ms
+    ('api', 'false_positive', 1795946400000)
+    >>> parse_feedback(b'{"schema":"vigil.feedback/v1","alert_id":"a1","series":"api|cpu|","category":"c",'
+    ...                b'"verdict":"maybe","by":"ana","at":"2026-11-29T10:00:00Z"}').reason
+    'invalid_value'
+    """
+    try:
+        if len(payload) > max_bytes:
+            raise _Bad("oversized", f"record is {len(payload)} bytes; the limit is {max_bytes}")
+        try:
+            obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError as e:
+            raise _Bad("not_utf8", f"record is not UTF-8: {e.reason} at byte {e.start}") from None
+        except ValueError as e:
+            raise _Bad("not_json", f"record is not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise _Bad("not_object", f"record is a JSON {type(obj).__name__}, not an object")
+        schema = _str_field(obj, "schema")
+        if schema != FEEDBACK_SCHEMA:
+            raise _Bad("invalid_value", f"field 'schema' must be '{FEEDBACK_SCHEMA}'; got {schema!r}")
+        verdict = _str_field(obj, "verdict")
+        if verdict not in VERDICTS:
+            raise _Bad("invalid_value", f"field 'verdict' must be one of {list(VERDICTS)}; got {verdict!r}")
+        series = obj.get("series")
+        if series is None:
+            raise _Bad("missing_field", "field 'series' is missing")
+        if not isinstance(series, str):
+            raise _Bad("wrong_type", f"field 'series' must be a string; got {type(series).__name__}")
+        if series.count("|") < 2 or not series.split("|", 1)[0] or len(series) > 5 * MAX_NAME:
+            raise _Bad("invalid_value", f"field 'series' must be an alert's series.key (service|metric|tags); "
+                                        f"got {series[:80]!r}")
+        reason = obj.get("reason", "")
+        if not isinstance(reason, str):
+            raise _Bad("wrong_type", f"field 'reason' must be a string; got {type(reason).__name__}")
+        at = _str_field(obj, "at")
+        try:
+            when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Bad("wrong_type", f"field 'at' must be an ISO-8601 time; got {at[:40]!r}") from None
+        if when.tzinfo is None:
+            raise _Bad("invalid_value", f"field 'at' must carry a time zone (UTC); got {at[:40]!r}")
+        return Feedback(_str_field(obj, "alert_id"), series, series.split("|", 1)[0], _str_field(obj, "category"),
+                        verdict, _str_field(obj, "by"), reason[:MAX_NAME], int(when.timestamp() * 1000))
+    except _Bad as bad:
+        return DeadLetter(bad.reason, bad.detail)

@@ -1,5 +1,6 @@
-"""Hot swap in the running job: promote a new version, see alerts switch with no restart; a
-corrupted version is refused while the old one keeps serving."""
+"""Hot swap in the running job: a shadow version scores beside production without alerting; promote a
+new version, see alerts switch with no restart; a corrupted and a schema-mismatched version are
+refused while the old one keeps serving; roll back."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from models.artifact import ArtifactStore
 from models.context import connect, seed
 from models.registry import Registry, kafka_publisher
 from tests.integration.kafka_helpers import job_config, produce, read_all, wait_for
+from training.shadow import live_diff
 from training.simulate import SERVICES, generate
 from training.train import train_all
 
@@ -41,10 +43,23 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
     events = [json.dumps(e).encode() for e in scen.events]
     half = len(events) // 2
     produce(kafka_bootstrap, f"{topic_prefix}.metrics", events[:half])
+    # a real new version of every model, trained on other data; its detector goes into shadow first
+    v2 = train_all(store_root, seed=2, quick=True, runs_dir=None, progress=False)
+    assert all(v2[n] != v1[n] for n in v1)
+    publish = kafka_publisher(kafka_bootstrap, updates_topic)
+    registry = Registry(store, redis, publish)
+    assert registry.promote("detector", v2["detector"], alias="shadow", by="test")["alias"] == "shadow"
     job = start_job(cfg)
     try:
         first = wait_for(lambda: read_all(kafka_bootstrap, f"{topic_prefix}.alerts", committed=False), 240)
-        assert first and all(a["models"] == v1 for a in first)
+        assert first and all(a["models"] == v1 for a in first)  # the shadow never alerts
+
+        # the shadow scored the same inputs beside production, and `diff --live` sums that up
+        shadow = wait_for(lambda: read_all(kafka_bootstrap, f"{topic_prefix}.shadow", committed=False), 60)
+        d = live_diff(shadow, "detector", v1["detector"], v2["detector"])
+        assert d["inputs"] > 100 and d["inputs"] == sum(1 for r in shadow if r["model"] == "detector")
+        assert 0.0 < d["mean_abs_score_diff"] < 1.0 and 0.0 <= d["alert_agreement"] <= 1.0
+        assert d["both_alert"] + d["only_production_alerts"] + d["only_shadow_alerts"] <= d["inputs"]
 
         # a corrupted detector version: one flipped byte in model.onnx
         bad = store_root / "detector" / "v-corrupted0000"
@@ -55,14 +70,17 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         data = bytearray((bad / "model.onnx").read_bytes())
         data[len(data) // 2] ^= 0xFF
         (bad / "model.onnx").write_bytes(bytes(data))
-        publish = kafka_publisher(kafka_bootstrap, updates_topic)
         publish({"model": "detector", "version": bad.name, "alias": "production"})
+        # a detector version whose manifest promises another feature schema than the job computes
+        odd = store_root / "detector" / "v-schemamismat"
+        shutil.copytree(store_root / "detector" / v1["detector"], odd)
+        manifest = json.loads((odd / "manifest.json").read_text())
+        manifest["version"] = odd.name
+        manifest["feature_schema"] = list(reversed(manifest["feature_schema"]))
+        (odd / "manifest.json").write_text(json.dumps(manifest))
+        publish({"model": "detector", "version": odd.name, "alias": "production"})
 
-        # a real new version of every model, trained on other data, promoted through the registry
-        v2 = train_all(store_root, seed=2, quick=True, runs_dir=None, progress=False)
-        assert all(v2[n] != v1[n] for n in v1)
-        registry = Registry(store, redis, publish)
-        for name, version in v2.items():
+        for name, version in v2.items():  # then the new versions, through the registry
             assert registry.promote(name, version, by="test")["previous"] == v1[name]
 
         def events_seen():
@@ -74,8 +92,12 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         evs = wait_for(events_seen, 120)
         assert evs, read_all(kafka_bootstrap, f"{topic_prefix}.model_events", committed=False)
         refused = [e for e in evs if e["status"] == "refused"]
-        assert {e["operator"] for e in refused} == {"score-series", "score-entity"}
-        assert all("sha256" in e["detail"] for e in refused)
+        corrupted = [e for e in refused if e["version"] == bad.name]
+        mismatched = [e for e in refused if e["version"] == odd.name]
+        assert {e["operator"] for e in corrupted} == {e["operator"] for e in mismatched} == \
+            {"score-series", "score-entity"}
+        assert all("sha256" in e["detail"] for e in corrupted)
+        assert all("schema" in e["detail"] for e in mismatched), mismatched
 
         produce(kafka_bootstrap, f"{topic_prefix}.metrics", events[half:])
         # only records scored after the swap can name v2 (counting records instead raced the job)

@@ -22,7 +22,7 @@ ALERT_FIELDS = {
     "schema", "alert_id", "fingerprint", "revision", "status", "trigger", "series", "window", "event_time",
     "emitted_at", "value", "expected_value", "anomaly", "severity", "priority", "category", "team",
     "false_positive_probability", "classifier", "impact", "forecast", "cluster", "explanation",
-    "recommended_actions", "related_series", "models",
+    "recommended_actions", "related_series", "models", "feedback",
 }
 
 
@@ -68,6 +68,22 @@ def test_keyed_state_is_compact(full_run):
 def test_entity_state_round_trip_is_exact(full_run):
     for raw in full_run.entity_state.values():
         assert EntityState.from_bytes(raw).to_bytes() == raw
+        touched = EntityState.from_bytes(raw)
+        assert isinstance(touched.groups, dict)  # decodes the JSON tail, which is then re-encoded
+        assert touched.to_bytes() == raw
+
+
+def test_entity_state_v1_json_migrates_to_v2(full_run):
+    """A state written by v1 (all JSON) reads into the same state, and is written back as v2."""
+    for raw in full_run.entity_state.values():
+        st = EntityState.from_bytes(raw)
+        v1 = json.dumps({"v": 1, "latest": st.latest, "clusters": st.clusters,
+                         "centroids": None if st.centroids is None else st.centroids.tolist(),
+                         "centroids_of": st.centroids_of, "recent": st.recent, "groups": st.groups}).encode()
+        migrated = EntityState.from_bytes(v1)
+        assert migrated.to_bytes() == raw
+    with pytest.raises(ValueError, match="cannot read state version 7"):
+        EntityState.from_bytes(json.dumps({"v": 7}).encode())
 
 
 def test_snapshot_restore_continue_equals_uninterrupted_run(cfg, models, scenario, full_run):
@@ -106,6 +122,8 @@ def test_every_alert_carries_the_whole_contract(full_run, models):
         assert a["priority"] in ("P1", "P2", "P3", "P4")
         assert 0.0 <= a["false_positive_probability"] <= 1.0
         assert a["models"] == versions
+        assert len(a["classifier"]["features"]) == len(CLASSIFIER_FEATURES)  # for retraining from feedback
+        assert a["feedback"] is None  # no verdicts in this run
         assert len(a["forecast"]["horizons"]) == 5
         for h in a["forecast"]["horizons"]:
             assert h["lower"] <= h["value"] <= h["upper"]

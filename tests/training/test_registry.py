@@ -63,3 +63,17 @@ def test_diff_lists_evaluation_figures_side_by_side(registry):
     rows = reg.diff("forecaster", v, v)
     assert rows and all(a == b for _, a, b in rows)
     assert any(k.endswith("mae") for k, _, _ in rows)
+
+
+def test_shadow_alias_promote_and_clear(registry):
+    reg, events = registry
+    v = reg.store.latest("forecaster")
+    ev = reg.promote("forecaster", v, alias="shadow", by="bob")
+    assert (ev["alias"], ev["version"]) == ("shadow", v)
+    assert reg.aliases("forecaster") == {"production": None, "shadow": v}
+    cleared = reg.clear_shadow("forecaster", by="bob")
+    assert (cleared["alias"], cleared["version"], cleared["previous"], cleared["action"]) == \
+        ("shadow", None, v, "clear")
+    assert reg.aliases("forecaster") == {"production": None, "shadow": None} and events == [ev, cleared]
+    with pytest.raises(RegistryError, match="no shadow version"):
+        reg.clear_shadow("forecaster")
