@@ -318,8 +318,8 @@ class AlertWatch(threading.Thread):
 
 
 class ResourceWatch(threading.Thread):
-    """Samples, about once a second while a target runs: peak memory of its processes and, for the
-    job, its ``vigil.*`` counters and JVM heap through the REST API."""
+    """Samples while a target runs: peak memory of its processes and the JVM heap once a second,
+    the job's ``vigil.*`` counters (REST API) twice a second."""
 
     def __init__(self, pgid: int, rest: Rest | None) -> None:
         super().__init__(daemon=True)
@@ -331,8 +331,11 @@ class ResourceWatch(threading.Thread):
         self.stop_flag = threading.Event()
 
     def run(self) -> None:
-        while not self.stop_flag.wait(1.0):
-            self.mem.sample(group_pids(self.pgid) or [self.pgid])
+        tick = 0
+        while not self.stop_flag.wait(0.5):
+            tick += 1
+            if tick % 2:
+                self.mem.sample(group_pids(self.pgid) or [self.pgid])
             if self.rest is None:
                 continue
             try:
@@ -340,8 +343,9 @@ class ResourceWatch(threading.Thread):
                 got = self.rest.counters()
                 if got:
                     self.counters.append(((t0 + time.time()) / 2, got))
-                for k, v in self.rest.heap().items():
-                    self.heap_peak[k] = max(self.heap_peak.get(k, 0), v)
+                if tick % 2:
+                    for k, v in self.rest.heap().items():
+                        self.heap_peak[k] = max(self.heap_peak.get(k, 0), v)
             except (OSError, KeyError, IndexError, ValueError):
                 pass
 
@@ -359,9 +363,10 @@ def percentiles(xs: Sequence[float]) -> dict[str, float | None]:
             "max": round(float(a.max()), 1), "mean": round(float(a.mean()), 1)}
 
 
-def steady_rate(samples: Sequence[tuple[float, int]], lo: int, hi: int) -> dict[str, Any] | None:
+def steady_rate(samples: Sequence[tuple[float, int]], lo: int, hi: int, min_steps: int = 3) -> dict[str, Any] | None:
     """Events/s between the first sample at or past ``lo`` and the first sample of the last
-    offset at or below ``hi`` (both the moments a new commit was first seen)."""
+    offset at or below ``hi`` (both the moments a new commit was first seen), or None when fewer
+    than ``min_steps`` new offsets were seen between them (too coarse to be a rate)."""
     first = next((s for s in samples if s[1] >= lo), None)
     below = [s for s in samples if s[1] <= hi]
     if first is None or not below:
@@ -369,6 +374,8 @@ def steady_rate(samples: Sequence[tuple[float, int]], lo: int, hi: int) -> dict[
     top = below[-1][1]
     last = next(s for s in samples if s[1] == top)
     if last[0] <= first[0] or last[1] <= first[1]:
+        return None
+    if len({c for _, c in samples if first[1] < c <= last[1]}) < min_steps:
         return None
     return {"events_per_s": (last[1] - first[1]) / (last[0] - first[0]), "t0": first[0], "t1": last[0],
             "offset0": first[1], "offset1": last[1]}
@@ -459,6 +466,15 @@ class Runner:
             if steady is None:  # a short backlog: the commits past the first one, warm-up included
                 steady = steady_rate(samples, 1, backlog_n)
                 basis = "every commit after the first (the steady-state window held fewer than two)"
+            if steady is None and watch.counters:
+                # checkpoints (so commits) are rare while the job is backpressured; its own record
+                # counter, sampled twice a second, still says how fast it went
+                counted = [(at, c.get("parse-validate.records", 0)) for at, c in list(watch.counters)]
+                steady = steady_rate(counted, *window, min_steps=2) or steady_rate(counted, 1, backlog_n, min_steps=2)
+                basis = "the job's parse-validate record counter (too few offset commits during the backlog)"
+            # each committed offset with the time (s after the start) it was first seen: the record of the rate
+            res["commits"] = [[round(at - t_start, 2), c] for i, (at, c) in enumerate(samples)
+                              if c and (i == 0 or samples[i - 1][1] != c)]
             if steady is None:
                 raise MeasurementError(
                     f"{t.name}: the backlog was consumed within two offset commits, so no rate can be read from "
@@ -747,8 +763,10 @@ METHOD = [
     "commit past every series' warm-up (the job's `scoring.warmup` samples, the baseline's 75, whichever is "
     "longer; at least 10 % of the backlog) to the last commit at or below 95 % of it. The "
     "job commits offsets when a checkpoint completes, the baseline as often (`job.checkpoint_interval_ms`) after "
-    "flushing its producer: both count events durably processed. Alerts/s out: alerts whose `emitted_at` falls "
-    "in that window.",
+    "flushing its producer: both count events durably processed. When fewer than three new commits fall in the "
+    "window (a short backlog, or a job whose checkpoints are slow while it is backpressured), the job's own "
+    "record counter, sampled twice a second, is used over the same window instead (`throughput.basis` says "
+    "which). Alerts/s out: alerts whose `emitted_at` falls in that window.",
     "Latency: after the backlog, events at a fixed rate with event time = wall-clock produce time, spikes at known "
     "times on distinct series (consecutive ones on different services); a consumer of the alert topic (fetch wait "
     "20 ms) notes when each alert becomes visible; latency = visible time - produce time of the spike's event, "

@@ -26,7 +26,7 @@ def test_bench_smoke_run_reports_measured_throughput_latency_and_memory(
     out = tmp_path / "reports"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench", "--series", "12", "--instances", "1", "--events", "6000",
+        [sys.executable, "-m", "jobs.bench", "--series", "12", "--instances", "1", "--events", "8000",
          "--checkpoint-interval-ms", "500", "--rate", "100", "--duration", "4", "--spikes", "4", "--drain", "5",
          "--state-series", "12",
          "--out", str(out), "--store", str(trained_store), "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,
@@ -54,7 +54,7 @@ def test_bench_smoke_run_reports_measured_throughput_latency_and_memory(
         assert tl["rate"] == 100 and tl["events"] == 400
     assert targets["job-exactly-once"]["latency"]["isolation_level"] == "read_committed"
     assert targets["job-at-least-once"]["latency"]["isolation_level"] == "read_uncommitted"
-    assert targets["job-exactly-once"]["throughput"]["backlog_events"] == 6000
+    assert targets["job-exactly-once"]["throughput"]["backlog_events"] == 8000
 
     # from inside the running job: every Python operator timed, the detector called for every record
     ops = targets["job-exactly-once"]["operators"]

@@ -53,6 +53,9 @@ def test_steady_rate_is_the_slope_between_commits_first_seen_in_the_window():
     assert (r["offset0"], r["offset1"], r["t0"], r["t1"]) == (100, 700, 1.0, 3.5)
     assert r["events_per_s"] == pytest.approx(600 / 2.5)
     assert bench.steady_rate([(0.0, 0), (1.0, 1000)], lo=100, hi=950) is None
+    # two commits are not a rate: too coarse unless asked for
+    assert bench.steady_rate([(0.0, 0), (1.0, 100), (2.0, 1000)], lo=100, hi=1000) is None
+    assert bench.steady_rate([(0.0, 0), (1.0, 100), (2.0, 1000)], lo=100, hi=1000, min_steps=1)["events_per_s"] == 900
 
 
 def test_percentiles_of_nothing_are_none_and_are_ordered():
