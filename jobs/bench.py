@@ -75,7 +75,7 @@ from jobs.config import DEFAULT_CONFIG, ROOT, VigilConfig
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.context import connect
-from models.pipeline import ModelBundle
+from models.pipeline import ENTITY_STATE, SERIES_STATE, ModelBundle
 from operators.stats import MODELS
 from training.simulate import METRICS, SERVICES
 from udfs.parse import series_key
@@ -671,6 +671,7 @@ def state_bytes(cfg: VigilConfig, fleet: Fleet, payloads: Sequence[bytes], max_s
     ent = sum(len(v) for v in job.entity_state.values())
     ns = len(job.series_state)
     return {"series": ns, "services": len(job.entity_state), "events_replayed": len(mine),
+            "series_state_name": SERIES_STATE, "entity_state_name": ENTITY_STATE,
             "series_state_bytes": ser, "entity_state_bytes": ent,
             "series_state_bytes_per_1000_series": round(ser / ns * 1000) if ns else None,
             "entity_state_bytes_per_1000_series": round(ent / ns * 1000) if ns else None,
@@ -775,11 +776,12 @@ METHOD = [
     "The job runs with `alerts.dedup_window_s: 1`, so that every candidate becomes an alert of its own and each "
     "spike can be matched (the shipped 1,800 s would fold a service's candidates into one alert); alerts/s out is "
     "therefore the candidate rate, an upper bound of the alert traffic the shipped config gives.",
-    "Time per record and per model call: `operators.stats` counters (records and busy nanoseconds of each Python "
-    "operator's `process_element`, calls and nanoseconds of each model's scoring methods), read through the "
-    "MiniCluster's REST API at the two ends of the throughput window of the exactly-once job.",
+    "Time per record and per model call: `operators.stats` counters (records, wall-clock and thread-CPU "
+    "nanoseconds of each Python operator's `process_element`; calls and thread-CPU nanoseconds of each model's "
+    "scoring methods), read through the MiniCluster's REST API at the two ends of the throughput window of the "
+    "exactly-once job.",
     "State: the backlog of the first services replayed through `jobs.inprocess.InProcessJob` (the operators' logic "
-    "without Flink); the sizes of the `series_state/v1` and `entity_state/v1` encodings the operators store, per "
+    f"without Flink); the sizes of the `{SERIES_STATE}` and `{ENTITY_STATE}` encodings the operators store, per "
     "1,000 series (entity state is per service, so it depends on series per service). Beside it, the job's last "
     "completed checkpoint (all state, Kafka source and sink state included) and the baseline's river models "
     "(pickled) per 1,000 series.",
@@ -887,7 +889,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
         "## State",
         "",
         f"Keyed state the logic stores, per 1,000 series: **{st['bytes_per_1000_series']:,} bytes** "
-        f"(`series_state/v1` {st['series_state_bytes_per_1000_series']:,}, `entity_state/v1` "
+        f"(`{st.get('series_state_name', SERIES_STATE)}` {st['series_state_bytes_per_1000_series']:,}, "
+        f"`{st.get('entity_state_name', ENTITY_STATE)}` "
         f"{st['entity_state_bytes_per_1000_series']:,}), from {st['series']} series of {st['services']} services "
         f"replayed in-process ({st['events_replayed']:,} events at {_int(st['inprocess_events_per_s'])} events/s "
         "in-process, no Kafka, no Flink).",
