@@ -46,11 +46,11 @@ def test_bench_smoke_run_reports_measured_throughput_latency_and_memory(
         lat, tl = rep[key], targets[name]["latency"]
         assert 1 <= lat["matched"] <= lat["spikes"] == tl["spikes"] <= 4
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
-        # percentiles of the latencies of the matched spikes, one sample each
+        # percentiles of the latencies of the matched spikes, one sample each (both sides rounded to 0.1 ms)
         samples = tl["samples_ms"]
         assert len(samples) == lat["matched"]
-        assert lat["p50"] == pytest.approx(float(np.percentile(samples, 50)), abs=0.06)
-        assert lat["p99"] == pytest.approx(float(np.percentile(samples, 99)), abs=0.06)
+        assert lat["p50"] == pytest.approx(float(np.percentile(samples, 50)), abs=0.15)
+        assert lat["p99"] == pytest.approx(float(np.percentile(samples, 99)), abs=0.15)
         assert tl["rate"] == 100 and tl["events"] == 400
     assert targets["job-exactly-once"]["latency"]["isolation_level"] == "read_committed"
     assert targets["job-at-least-once"]["latency"]["isolation_level"] == "read_uncommitted"
