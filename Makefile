@@ -26,6 +26,10 @@ run: setup ## the whole pipeline end to end on real Kafka, Redis and Flink with 
 bench-nab: setup ## NAB detection quality through Kafka + Flink into reports/nab.json, nab.md and nab/ (a benchmark)
 	scripts/bench-nab.sh
 
+.PHONY: bench
+bench: setup ## throughput, latency and memory of the job vs a kafka-python + river loop into reports/bench.json, bench.md
+	scripts/bench.sh $(BENCH_ARGS)
+
 test: setup ## run the whole test suite (starts and stops the Kafka and Redis it needs)
 	scripts/run-tests.sh
 

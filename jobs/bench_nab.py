@@ -27,14 +27,10 @@ itself is broken (the job fails, a row gets no score or two, the two paths disag
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import heapq
-import importlib.metadata
 import json
 import os
-import platform
 import signal
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -45,7 +41,17 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from jobs.config import DEFAULT_CONFIG, ROOT, TopicsConfig, VigilConfig
+from jobs.benchkit import (
+    MeasurementError,
+    environment,
+    fmt,
+    git_state,
+    high_watermark,
+    job_topics,
+    produce,
+    write_job_config,
+)
+from jobs.config import DEFAULT_CONFIG, ROOT, VigilConfig
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.artifact import ArtifactStore, resolve_version
@@ -55,16 +61,10 @@ from training import nab
 from udfs.parse import series_key
 
 DETECTOR = "vigil"
-LIBRARIES = ("apache-flink", "kafka-python", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "river", "redis",
-             "PyYAML")
 # published detectors shown beside ours (names as in final_results.json, labels as in the README)
 SCOREBOARD = (("ARTime", "ARTime"), ("numenta", "Numenta HTM"), ("contextOSE", "CAD OSE"),
               ("randomCutForest", "Random Cut Forest"), ("twitterADVec", "Twitter ADVec"),
               ("windowedGaussian", "windowed Gaussian"), ("random", "random"), ("null", "null"))
-
-
-class MeasurementError(RuntimeError):
-    """The benchmark could not measure what it claims to (not a slow machine: a broken run)."""
 
 
 class Row(NamedTuple):
@@ -131,41 +131,14 @@ def write_config(path: Path, prefix: str, *, base: Path = DEFAULT_CONFIG, bootst
                  out_of_orderness_ms: int = 5000) -> VigilConfig:
     """The benchmark's job YAML: every topic the job knows under ``prefix``, scores on, replay bounds off."""
     raw = yaml.safe_load(Path(base).read_text())
-    raw.setdefault("job", {}).update(name="vigil-bench-nab", delivery="exactly_once",
-                                     out_of_orderness_ms=max(int(raw["job"].get("out_of_orderness_ms", 0)),
-                                                             out_of_orderness_ms))
-    topics = {f.name: f"{prefix}.{f.name.replace('_', '-')}" for f in dataclasses.fields(TopicsConfig)}
-    raw.setdefault("kafka", {}).update(group_id=prefix, startup="earliest", topics=topics)
-    if bootstrap:
-        raw["kafka"]["bootstrap_servers"] = bootstrap
-    if redis_url:
-        raw.setdefault("redis", {})["url"] = redis_url
-    if store:
-        raw.setdefault("registry", {})["root"] = str(Path(store).resolve())
-    raw.setdefault("validation", {}).update(max_past_s=None, max_future_s=None)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return VigilConfig.load(path)
-
-
-def _topics(cfg: VigilConfig) -> list[str]:
-    t = cfg.kafka.topics
-    return [getattr(t, f.name) for f in dataclasses.fields(TopicsConfig) if getattr(t, f.name) is not None]
+    ooo = max(int(raw.get("job", {}).get("out_of_orderness_ms", 0)), out_of_orderness_ms)
+    return write_job_config(path, prefix, name="vigil-bench-nab", base=base, bootstrap=bootstrap,
+                            redis_url=redis_url, store=store,
+                            overrides={"job": {"delivery": "exactly_once", "out_of_orderness_ms": ooo}})
 
 
 # --------------------------------------------------------------------------------------------
 # The streaming path
-
-
-def produce(bootstrap: str, topic: str, rows: Sequence[Row]) -> None:
-    from kafka import KafkaProducer
-
-    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks="all")
-    futures = [p.send(topic, r.payload) for r in rows]
-    p.flush()
-    p.close()
-    failed = [f for f in futures if f.failed()]
-    if failed:
-        raise MeasurementError(f"{len(failed)} of {len(rows)} records could not be produced: {failed[0].exception}")
 
 
 def read_topic(bootstrap: str, topic: str, idle_s: float = 20.0, settle_s: float = 60.0) -> list[str]:
@@ -197,17 +170,6 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 20.0, settle_s: float
             last = time.time()
     c.close()
     return out
-
-
-def _high_watermark(bootstrap: str, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
-    tp = TopicPartition(topic, 0)
-    try:
-        return int(c.end_offsets([tp])[tp])
-    finally:
-        c.close()
 
 
 def _progress(bootstrap: str, group: str, topic: str) -> str:
@@ -335,46 +297,6 @@ def agreement(corpus: Sequence[nab.NabFile], a: dict[str, list[ScoreRecord]],
 # The report
 
 
-def environment() -> dict[str, Any]:
-    libs = {}
-    for name in LIBRARIES:
-        try:
-            libs[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            libs[name] = None
-    cpu = None
-    try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), None)
-    except OSError:
-        pass
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        java = None
-    jars = sorted(p.name for p in (ROOT / ".cache" / "jars").glob("*/*.jar")
-                  if p.name.startswith(("kafka_", "flink-sql-connector-kafka")))
-    return {"cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "python": platform.python_version(), "platform": platform.platform(), "java": java,
-            "libraries": libs, "jars": jars}
-
-
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip() or None
-        dirty = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines() if ln.strip()]
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, []
-    return {"commit": commit, "dirty_files": dirty}
-
-
-def _fmt(x: float | None, nd: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{nd}f}"
-
-
 def render_markdown(rep: dict[str, Any]) -> str:
     """``nab.md``: the figures of ``nab.json`` for a reader."""
     env, git, run, corp = rep["environment"], rep["git"], rep["run"], rep["corpus"]
@@ -402,7 +324,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
     ]
     for p in nab.PROFILE_NAMES:
         r, q = res[p], inp[p]
-        lines.append(f"| {p} | **{_fmt(r['score'])}** | {_fmt(q['score'])} | {r['threshold']:.6g} | {r['raw']:.3f} "
+        lines.append(f"| {p} | **{fmt(r['score'])}** | {fmt(q['score'])} | {r['threshold']:.6g} | {r['raw']:.3f} "
                      f"| {r['detected_windows']}/{r['windows']} | {r['fp_rows']:,} |")
     lines += [
         "",
@@ -430,7 +352,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
         board.append(ours)
         board.sort(key=lambda x: -(x[1]["standard"] if x[1]["standard"] is not None else -1e9))
         for label, s in board:
-            cells = [_fmt(s[p], 1) for p in nab.PROFILE_NAMES]
+            cells = [fmt(s[p], 1) for p in nab.PROFILE_NAMES]
             if label == ours[0]:
                 cells = [f"**{c}**" for c in cells]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -442,7 +364,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
         lines += ["## The job's own alarms", "",
                   "Another view, not the benchmark's figure: scoring 1 where the series' adaptive threshold fired "
                   "(`trigger == \"detector\"`) and 0 elsewhere, at θ = 1 (the job's decisions as they are, nothing "
-                  "optimised): " + ", ".join(f"{p} {_fmt(var[p]['score'])}" for p in nab.PROFILE_NAMES)
+                  "optimised): " + ", ".join(f"{p} {fmt(var[p]['score'])}" for p in nab.PROFILE_NAMES)
                   + f" ({var['standard']['detected_windows']}/{var['standard']['windows']} windows detected, "
                   f"{var['standard']['fp_rows']:,} alarm rows outside windows). NAB charges every alarm row "
                   "outside a window, while the job groups a series' alarms into one alert downstream.", ""]
@@ -554,10 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     admin = KafkaAdminClient(bootstrap_servers=boot)
     # the model-updates topic (when the job has one) is the job's to create, compacted
     job_made = {getattr(topics, "model_updates", None)}
-    admin.create_topics([NewTopic(t, 1, 1) for t in _topics(cfg) if t not in job_made])
+    admin.create_topics([NewTopic(t, 1, 1) for t in job_topics(cfg) if t not in job_made])
     try:
         t0 = time.time()
-        produce(boot, topics.metrics, rows)
+        produce(boot, topics.metrics, [r.payload for r in rows])
         produce_s = time.time() - t0
         print(f"[bench-nab] produced {len(rows):,} records in {produce_s:.1f} s", flush=True)
         job_s, attempts = 0.0, 0
@@ -570,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except MeasurementError as e:
                 # PyFlink's gateway JVM sometimes fails to start on a loaded machine; a job that wrote
                 # nothing (not even an open transaction) can simply be run again
-                if attempts >= 2 or _high_watermark(boot, topics.scores) > 0:
+                if attempts >= 2 or high_watermark(boot, topics.scores) > 0:
                     raise
                 print(f"[bench-nab] the job failed before writing any score; running it again ({e})".splitlines()[0],
                       flush=True)
@@ -583,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not args.keep_topics:
             try:
-                mine = set(_topics(cfg)) & set(admin.list_topics())
+                mine = set(job_topics(cfg)) & set(admin.list_topics())
                 if mine:
                     admin.delete_topics(sorted(mine))
             except Exception as e:  # noqa: BLE001 - leftover topics are untidy, not a failed measurement
@@ -650,8 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "nab.json").write_text(json.dumps(rep, indent=1) + "\n")
     (out / "nab.md").write_text(render_markdown(rep))
 
-    print(f"[bench-nab] NAB scores (streaming): standard {_fmt(rep['standard'])}, "
-          f"reward_low_FP_rate {_fmt(rep['reward_low_FP_rate'])}, reward_low_FN_rate {_fmt(rep['reward_low_FN_rate'])}")
+    print(f"[bench-nab] NAB scores (streaming): standard {fmt(rep['standard'])}, "
+          f"reward_low_FP_rate {fmt(rep['reward_low_FP_rate'])}, reward_low_FN_rate {fmt(rep['reward_low_FN_rate'])}")
     print(f"[bench-nab] streaming vs in-process: {agree['identical_records']:,}/{agree['rows_compared']:,} records "
           f"identical, max |score difference| {agree['max_abs_score_difference']:.3g}")
     print(f"[bench-nab] wrote {out / 'nab.json'}, {out / 'nab.md'} and {out / 'nab' / DETECTOR}/ "

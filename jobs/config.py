@@ -87,9 +87,14 @@ class JobConfig:
     delivery: str = "exactly_once"
     python_execution_mode: str = "thread"
     out_of_orderness_ms: int = 5000
+    # Flink options set on the job's environment last, e.g. {"rest.port": 8081} for the MiniCluster's REST API
+    flink_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_str(self, "name", self.name)
+        if not isinstance(self.flink_options, dict):
+            raise ConfigError("The 'flink_options' parameter of JobConfig must be a mapping of Flink options. "
+                              f"Got {self.flink_options!r}.")
         check_positive_int(self, "parallelism", self.parallelism)
         check_positive_int(self, "checkpoint_interval_ms", self.checkpoint_interval_ms)
         check_choice(self, "delivery", self.delivery, ("exactly_once", "at_least_once"))

@@ -16,9 +16,11 @@ from typing import IO
 from jobs.config import ROOT
 
 
-def start_job(config: Path, bounded: bool = False, log: IO | int = subprocess.DEVNULL) -> subprocess.Popen:
-    """``python -m jobs.vigil_job --config <config> [--bounded]`` with the project on PYTHONPATH."""
-    env = dict(os.environ)
+def start_job(config: Path, bounded: bool = False, log: IO | int = subprocess.DEVNULL,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m jobs.vigil_job --config <config> [--bounded]`` with the project on PYTHONPATH
+    (and ``extra_env``, e.g. ``JAVA_TOOL_OPTIONS`` to bound the Flink JVM's heap)."""
+    env = {**os.environ, **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "jobs.vigil_job", "--config", str(config)] + (["--bounded"] if bounded else [])
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -63,6 +63,8 @@ def flink_configuration(cfg: VigilConfig) -> Configuration:
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", "3")
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    for k, v in sorted(cfg.job.flink_options.items()):
+        conf.set_string(str(k), str(v))
     return conf
 
 

@@ -30,6 +30,7 @@ from models.pipeline import (
     SeriesState,
     score_json,
 )
+from operators.stats import instrumented
 from udfs.parse import DeadLetter, Feedback, ParseLimits, parse_feedback, parse_record
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
@@ -78,6 +79,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@instrumented("parse-validate")
 class ParseValidate(ProcessFunction):
     """Raw Kafka rows (payload, partition, offset) -> metric events; refusals -> dead letters."""
 
@@ -174,6 +176,7 @@ def _model_event(op: str, model, version, status: str, detail: str, now_ms: int,
 _SIDE = {"forecast": FORECASTS, "drift": DRIFT, "shadow": SHADOW}
 
 
+@instrumented("score-series")
 class ScoreSeries(HotSwap):
     """Keyed by series: features, detector, adaptive threshold, forecaster."""
 
@@ -222,6 +225,7 @@ class ScoreSeries(HotSwap):
         yield scored
 
 
+@instrumented("score-entity")
 class ScoreEntity(HotSwap):
     """Keyed by service: clusterer over entity vectors, classifier, impact, grouping into alerts."""
 

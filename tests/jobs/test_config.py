@@ -11,6 +11,7 @@ def test_shipped_config_is_valid():
     assert cfg.job.python_execution_mode == "thread"
     assert cfg.job.delivery == "exactly_once"
     assert cfg.kafka.topics.metrics and cfg.scoring.limits["memory_util"] == 100
+    assert cfg.job.flink_options == {}
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,8 @@ def test_shipped_config_is_valid():
         ({"kafka": {"topics": {"alerts": ""}}}, "The 'alerts' parameter of TopicsConfig must be a non-empty string"),
         ({"redis": {"url": "http://x"}}, "The 'url' parameter of RedisConfig must be a redis:// URL"),
         ({"nonsense": {}}, "Unknown section(s) ['nonsense']"),
+        ({"job": {"flink_options": ["rest.port"]}},
+         "The 'flink_options' parameter of JobConfig must be a mapping of Flink options"),
     ],
 )
 def test_bad_values_fail_at_build_time_with_specific_messages(override, message):

@@ -1,0 +1,240 @@
+"""What the benchmarks (``make bench-nab``, ``make bench``) share: run configs, topics, producing,
+offsets, process memory, and the environment and commit a report names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobs.config import DEFAULT_CONFIG, ROOT, TopicsConfig, VigilConfig, _merge
+
+LIBRARIES = ("apache-flink", "kafka-python", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "river", "redis",
+             "PyYAML")
+
+
+class MeasurementError(RuntimeError):
+    """The benchmark could not measure what it claims to (not a slow machine: a broken run)."""
+
+
+def write_job_config(path: Path, prefix: str, *, name: str, base: Path = DEFAULT_CONFIG, bootstrap: str | None = None,
+                     redis_url: str | None = None, store: str | Path | None = None, scores: bool = True,
+                     overrides: dict | None = None) -> VigilConfig:
+    """A benchmark's job YAML: every topic the job knows under ``prefix`` (the scores topic only when
+    ``scores``), its own consumer group reading from the earliest offset, the replay bounds of
+    validation off, then ``overrides`` (nested sections) on top; validated and returned."""
+    raw = yaml.safe_load(Path(base).read_text())
+    raw.setdefault("job", {})["name"] = name
+    topics = {f.name: f"{prefix}.{f.name.replace('_', '-')}" for f in dataclasses.fields(TopicsConfig)
+              if scores or f.name != "scores"}
+    raw.setdefault("kafka", {}).update(group_id=prefix, startup="earliest", topics=topics)
+    if bootstrap:
+        raw["kafka"]["bootstrap_servers"] = bootstrap
+    if redis_url:
+        raw.setdefault("redis", {})["url"] = redis_url
+    if store:
+        raw.setdefault("registry", {})["root"] = str(Path(store).resolve())
+    raw.setdefault("validation", {}).update(max_past_s=None, max_future_s=None)
+    raw = _merge(raw, overrides or {})
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return VigilConfig.load(path)
+
+
+def job_topics(cfg: VigilConfig) -> list[str]:
+    """Every topic a job config names."""
+    t = cfg.kafka.topics
+    return [getattr(t, f.name) for f in dataclasses.fields(TopicsConfig) if getattr(t, f.name) is not None]
+
+
+def create_topics(bootstrap: str, topics: Iterable[str]) -> None:
+    """One-partition topics (those that exist already are left as they are)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        for t in topics:
+            try:
+                admin.create_topics([NewTopic(t, 1, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str]) -> str | None:
+    """Delete those of ``topics`` that exist; an error message instead of an exception (leftover
+    topics are untidy, not a failed measurement)."""
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            mine = set(topics) & set(admin.list_topics())
+            if mine:
+                admin.delete_topics(sorted(mine))
+        finally:
+            admin.close()
+    except Exception as e:  # noqa: BLE001
+        return str(e)
+    return None
+
+
+def produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> None:
+    """Send every payload (acks from all replicas), or raise :class:`MeasurementError`."""
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks="all")
+    futures = [p.send(topic, v) for v in payloads]
+    p.flush()
+    p.close()
+    failed = [f for f in futures if f.failed()]
+    if failed:
+        raise MeasurementError(f"{len(failed)} of {len(payloads)} records could not be produced: "
+                               f"{failed[0].exception}")
+
+
+def high_watermark(bootstrap: str, topic: str) -> int:
+    """The end offset of partition 0 (uncommitted transactions included)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
+    tp = TopicPartition(topic, 0)
+    try:
+        return int(c.end_offsets([tp])[tp])
+    finally:
+        c.close()
+
+
+def committed_offset(admin: Any, group: str, topic: str) -> int:
+    """The offset ``group`` has committed on partition 0 of ``topic`` (0 when none yet)."""
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+
+    tp = TopicPartition(topic, 0)
+    try:
+        offs = admin.list_group_offsets(group).get(group, {})
+    except KafkaError:  # on a new broker the group coordinator takes a moment to exist
+        return 0
+    return offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
+
+
+# --------------------------------------------------------------------------------------------
+# Process memory
+
+
+def _status(pid: int) -> dict[str, str]:
+    out = {}
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = ln.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid:
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+class PeakMemory:
+    """Peak resident memory (VmHWM, kB as the kernel counts it) of processes, by command name.
+
+    ``sample`` reads ``/proc/<pid>/status`` of the given processes (or of a whole process group)
+    and keeps the largest VmHWM seen for each; call it every second or so while they run (a process
+    that has exited can no longer be read).
+    """
+
+    def __init__(self) -> None:
+        self.peak_kb: dict[str, int] = {}
+        self.pids: dict[int, str] = {}
+
+    def sample(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            try:
+                st = _status(pid)
+            except OSError:
+                continue
+            name = self.pids.setdefault(pid, _label(pid, st.get("Name", "?")))
+            hwm = int(st.get("VmHWM", "0 kB").split()[0])
+            self.peak_kb[name] = max(self.peak_kb.get(name, 0), hwm)
+
+    def mib(self) -> dict[str, float]:
+        return {k: round(v / 1024, 1) for k, v in sorted(self.peak_kb.items())}
+
+
+def _label(pid: int, name: str) -> str:
+    """``java`` or ``python`` (the kernel's name may be truncated or a thread's), with the module run."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return name
+    exe = Path(argv[0].decode(errors="replace")).name if argv and argv[0] else name
+    if "java" in exe:
+        return "java"
+    if exe.startswith("python") and len(argv) > 2 and argv[1] == b"-m":
+        return f"python -m {argv[2].decode(errors='replace')}"
+    if exe.startswith("python") and len(argv) > 1 and argv[1] == b"-c":
+        return "python -c"  # a helper (pemja asks a python where libpython is)
+    return exe
+
+
+# --------------------------------------------------------------------------------------------
+# What a report names
+
+
+def environment() -> dict[str, Any]:
+    libs = {}
+    for name in LIBRARIES:
+        try:
+            libs[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            libs[name] = None
+    cpu = None
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), None)
+    except OSError:
+        pass
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        java = None
+    jars = sorted(p.name for p in (ROOT / ".cache" / "jars").glob("*/*.jar")
+                  if p.name.startswith(("kafka_", "flink-sql-connector-kafka")))
+    kafka = next((j[len("kafka_2.13-"):-len(".jar")] for j in jars if j.startswith("kafka_2.13-")), None)
+    return {"cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform(), "java": java,
+            "kafka": kafka, "libraries": libs, "jars": jars}
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip() or None
+        dirty = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines() if ln.strip()]
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, []
+    return {"commit": commit, "dirty_files": dirty}
+
+
+def fmt(x: float | None, nd: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
