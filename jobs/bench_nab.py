@@ -454,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM must still stop the job we started
     t_start = time.time()
     load_start = os.getloadavg()
+    git = git_state()  # before the run writes its own report files into the tree
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     prefix = args.topic_prefix or f"bench-nab-{stamp}"
     run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / f"bench-nab-{stamp}"
@@ -561,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": versions,
         "published": {name: published[name] for name, _ in SCOREBOARD if name in published},
         "environment": environment(),
-        "git": git_state(),
+        "git": git,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": METHOD,
     })
