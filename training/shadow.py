@@ -61,29 +61,14 @@ def live_diff(records: Iterable[dict[str, Any]], model: str, production: str, sh
 
 
 def read_shadow_topic(bootstrap: str, topic: str, max_records: int | None = None,
-                      timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Every committed record of the shadow topic, from the start to its current end (bounded)."""
-    from kafka import KafkaConsumer, TopicPartition
+                      timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every committed record of the shadow topic up to its current end (the latest ``max_records``)."""
+    from training.kafka_io import read_topic
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             isolation_level="read_committed", consumer_timeout_ms=int(timeout_s * 1000))
-    try:
-        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or ())]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        out: list[dict[str, Any]] = []
-        for msg in consumer:
-            try:
-                out.append(json.loads(msg.value))
-            except ValueError:
-                continue  # not ours to judge here; the topic is written by the job only
-            if max_records is not None and len(out) >= max_records:
-                break
-            if all(consumer.position(tp) >= end[tp] for tp in parts):
-                break
-        return out
-    finally:
-        consumer.close()
+    out = []
+    for rec in read_topic(bootstrap, topic, max_records=max_records, timeout_s=timeout_s).records:
+        try:
+            out.append(json.loads(rec.value))
+        except ValueError:
+            continue  # the job alone writes this topic; anything else is not a shadow record
+    return out

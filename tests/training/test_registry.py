@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -77,3 +78,30 @@ def test_shadow_alias_promote_and_clear(registry):
     assert reg.aliases("forecaster") == {"production": None, "shadow": None} and events == [ev, cleared]
     with pytest.raises(RegistryError, match="no shadow version"):
         reg.clear_shadow("forecaster")
+
+
+def test_diff_live_reads_production_and_shadow_from_the_shadow_topic(
+        tmp_path, kafka_bootstrap, redis_url, topic_prefix, capsys):
+    from kafka import KafkaProducer
+
+    from tests.integration.kafka_helpers import job_config
+    from training.__main__ import main
+
+    cfg = job_config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, tmp_path / "store")
+    rec = {"schema": "vigil.shadow/v1", "model": "detector", "series": "s|m|", "service": "s",
+           "event_time": "2026-11-29T00:00:00+00:00"}
+    scores = [(0.2, False, 0.7, True), (0.9, True, 0.95, True), (0.1, False, 0.1, False)]
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for ps, pa, ss, sa in scores:
+        p.send(f"{topic_prefix}.shadow", json.dumps({**rec, "production": {"version": "v-a", "score": ps, "alert": pa},
+                                                      "shadow": {"version": "v-b", "score": ss, "alert": sa}}).encode())
+    p.send(f"{topic_prefix}.shadow", b"not json")
+    p.flush()
+    p.close()
+    assert main(["diff", "detector", "v-a", "v-b", "--live", "--config", str(cfg)]) == 0
+    out = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert (out["inputs"], out["both_alert"], out["only_shadow_alerts"], out["only_production_alerts"]) == \
+        ("3", "1", "1", "0")
+    assert float(out["alert_agreement"]) == pytest.approx(2 / 3, abs=1e-4)
+    assert float(out["mean_abs_score_diff"]) == pytest.approx((0.5 + 0.05 + 0.0) / 3, abs=1e-4)
+    assert main(["diff", "detector", "v-a", "v-c", "--live", "--config", str(cfg)]) == 1  # no such pair
