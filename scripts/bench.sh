@@ -1,24 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: start Kafka and Redis unless they already run, make sure model versions exist, run
-# the throughput/latency/memory benchmark (jobs/bench.py; arguments pass through, e.g. --series 200
-# --events 20000) and stop only the services this script started. Ports as in scripts/services.sh
-# (VIGIL_KAFKA_PORT, VIGIL_REDIS_PORT); the job and the benchmark are pointed at them unless
-# VIGIL_KAFKA_BOOTSTRAP / VIGIL_REDIS_URL say otherwise.
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
-py="$root/.venv/bin/python"
-export VIGIL_KAFKA_BOOTSTRAP="${VIGIL_KAFKA_BOOTSTRAP:-127.0.0.1:${VIGIL_KAFKA_PORT:-9092}}"
-export VIGIL_REDIS_URL="${VIGIL_REDIS_URL:-redis://127.0.0.1:${VIGIL_REDIS_PORT:-6390}/0}"
-started=()
-cleanup() { for s in "${started[@]}"; do scripts/services.sh down "$s"; done; }
-trap cleanup EXIT
-status="$(scripts/services.sh status)"  # read whole: `status | grep -q` can die of SIGPIPE under pipefail
-for s in kafka redis; do
-  if ! grep -q "^$s: running" <<<"$status"; then
-    started+=("$s")  # before `up`: a start that fails half-way is still stopped on exit
-    scripts/services.sh up "$s"
-  fi
-done
-"$py" -m training ensure --store "${ARTIFACTS:-artifacts}"
-"$py" -m jobs.bench --store "${ARTIFACTS:-artifacts}" "$@"
+# `make bench`: the throughput/latency/memory benchmark (jobs/bench.py; arguments pass through, e.g.
+# --series 200 --events 20000), with Kafka and Redis started unless they already run and only what
+# was started stopped at the end (see scripts/with-services.sh for ports).
+exec "$(dirname "$0")/with-services.sh" jobs.bench --store "${ARTIFACTS:-artifacts}" "$@"

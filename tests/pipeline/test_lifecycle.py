@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobs.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.features import PRIORITIES
-from models.pipeline import EntityLogic, EntityState, ModelBundle, SeriesLogic, SeriesState
+from models.pipeline import EntityLogic, EntityState, SeriesLogic, SeriesState
 from training.simulate import SERVICES, Incident, generate, incident_series
 from udfs.parse import Feedback, MetricEvent, parse_feedback
 
@@ -24,16 +23,6 @@ SPIKE2 = Incident("s2", "spike", "search", "i-1", ("latency_p99_ms",), START + 1
                   START + 153 * 60_000, "latency")
 SHIFT = Incident("sh", "level_shift", "payments", "i-0", ("error_rate",), START + 100 * 60_000,
                  START + 180 * 60_000, "errors")
-
-
-@pytest.fixture(scope="module")
-def models(trained_store) -> ModelBundle:
-    return ModelBundle.load(trained_store)
-
-
-@pytest.fixture(scope="module")
-def cfg() -> VigilConfig:
-    return VigilConfig.load(overrides={"validation": {"max_past_s": None, "max_future_s": None}})
 
 
 @pytest.fixture(scope="module")

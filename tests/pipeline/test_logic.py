@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from jobs.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.context import ContextCache
 from models.features import CLASSIFIER_FEATURES, classifier_features
@@ -24,16 +23,6 @@ ALERT_FIELDS = {
     "false_positive_probability", "classifier", "impact", "forecast", "cluster", "explanation",
     "recommended_actions", "related_series", "models", "feedback",
 }
-
-
-@pytest.fixture(scope="module")
-def models(trained_store) -> ModelBundle:
-    return ModelBundle.load(trained_store)
-
-
-@pytest.fixture(scope="module")
-def cfg() -> VigilConfig:
-    return VigilConfig.load(overrides={"validation": {"max_past_s": None, "max_future_s": None}})
 
 
 def payloads(scen) -> list[bytes]:
