@@ -129,20 +129,7 @@ def parse_record(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits(
     'wrong_type'
     """
     try:
-        if len(payload) > limits.max_bytes:
-            raise _Bad("oversized", f"record is {len(payload)} bytes; the limit is {limits.max_bytes}")
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise _Bad("not_utf8", f"record is not UTF-8: {e.reason} at byte {e.start}") from None
-        try:
-            obj = json.loads(text, parse_constant=_reject_constant)
-        except _Bad:
-            raise
-        except ValueError as e:
-            raise _Bad("not_json", f"record is not JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise _Bad("not_object", f"record is a JSON {type(obj).__name__}, not an object")
+        obj = _json_object(payload, limits.max_bytes)
         if "fields" in obj and "name" in obj:
             events = _telegraf(obj)
         elif "labels" in obj:
@@ -157,6 +144,25 @@ def parse_record(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits(
         return events
     except _Bad as bad:
         return DeadLetter(bad.reason, bad.detail)
+
+
+def _json_object(payload: bytes, max_bytes: int) -> dict:
+    """The record as a JSON object, or :class:`_Bad` saying why not (size, encoding, syntax, shape)."""
+    if len(payload) > max_bytes:
+        raise _Bad("oversized", f"record is {len(payload)} bytes; the limit is {max_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Bad("not_utf8", f"record is not UTF-8: {e.reason} at byte {e.start}") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except _Bad:
+        raise
+    except ValueError as e:
+        raise _Bad("not_json", f"record is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise _Bad("not_object", f"record is a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def _reject_constant(name: str) -> float:
@@ -297,16 +303,7 @@ def parse_feedback(payload: bytes, max_bytes: int = 65536) -> Feedback | DeadLet
     'invalid_value'
     """
     try:
-        if len(payload) > max_bytes:
-            raise _Bad("oversized", f"record is {len(payload)} bytes; the limit is {max_bytes}")
-        try:
-            obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError as e:
-            raise _Bad("not_utf8", f"record is not UTF-8: {e.reason} at byte {e.start}") from None
-        except ValueError as e:
-            raise _Bad("not_json", f"record is not JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise _Bad("not_object", f"record is a JSON {type(obj).__name__}, not an object")
+        obj = _json_object(payload, max_bytes)
         schema = _str_field(obj, "schema")
         if schema != FEEDBACK_SCHEMA:
             raise _Bad("invalid_value", f"field 'schema' must be '{FEEDBACK_SCHEMA}'; got {schema!r}")
