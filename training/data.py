@@ -149,6 +149,17 @@ class DetectorData:
     # series keys each incident touches (recall counts them); None: the generator's incident_series
     incident_keys: list[list[str]] | None = None
 
+    @classmethod
+    def from_rows(cls, rows: list, meta: list, kind: list[str], keys: list[str], incidents: list[Incident],
+                  incident_keys: list[list[str]] | None) -> DetectorData:
+        """From the rows a replay collected: feature rows, ``(series, step, label, clean, incident)``
+        per row, and each row's incident kind."""
+        m = np.asarray(meta, dtype=np.int64).reshape(-1, 5)
+        return cls(X=np.asarray(rows, dtype=np.float32).reshape(-1, len(DETECTOR_FEATURES)),
+                   label=m[:, 2].astype(bool), clean=m[:, 3].astype(bool), series=m[:, 0], step=m[:, 1],
+                   kind=np.asarray(kind, dtype=object), incident=m[:, 4], keys=keys, incidents=incidents,
+                   incident_keys=incident_keys)
+
 
 @dataclass
 class EntityData:
@@ -258,12 +269,8 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
 
     det = None
     if detector:
-        meta = np.asarray(det_meta, dtype=np.int64).reshape(-1, 5)
-        det = DetectorData(
-            X=np.asarray(det_rows, dtype=np.float32).reshape(-1, len(DETECTOR_FEATURES)),
-            label=meta[:, 2].astype(bool), clean=meta[:, 3].astype(bool), series=meta[:, 0], step=meta[:, 1],
-            kind=np.asarray(det_kind, dtype=object), incident=meta[:, 4], keys=list(keys), incidents=sc.incidents,
-            incident_keys=[incident_series(inc, spec.instances) for inc in sc.incidents])
+        det = DetectorData.from_rows(det_rows, det_meta, det_kind, list(keys), sc.incidents,
+                                     [incident_series(inc, spec.instances) for inc in sc.incidents])
     ent_data = None
     if entities:
         em = np.asarray(ent_meta, dtype=np.float64).reshape(-1, 3)

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import DETECTOR_FEATURES, FORECAST_HORIZONS_MIN, FORECASTER_FEATURES, SeriesWindow
+from models.features import FORECAST_HORIZONS_MIN, FORECASTER_FEATURES, SeriesWindow
 from training.data import LABEL_MARGIN_MS, MINUTE_MS, DetectorData, Extract, ForecastData
 from training.simulate import Incident, Scenario, _effect
 
@@ -243,12 +243,7 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
                 n_origins += int(any_row)
     det = None
     if detector:
-        meta = np.asarray(det_meta, dtype=np.int64).reshape(-1, 5)
-        det = DetectorData(
-            X=np.asarray(det_rows, dtype=np.float32).reshape(-1, len(DETECTOR_FEATURES)),
-            label=meta[:, 2].astype(bool), clean=meta[:, 3].astype(bool), series=meta[:, 0], step=meta[:, 1],
-            kind=np.asarray(det_kind, dtype=object), incident=meta[:, 4], keys=keys, incidents=incidents,
-            incident_keys=incident_keys)
+        det = DetectorData.from_rows(det_rows, det_meta, det_kind, keys, incidents, incident_keys)
     fcd = None
     if forecast_every:
         fcd = ForecastData(
