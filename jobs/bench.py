@@ -85,7 +85,7 @@ STEP_MS = 60_000  # event-time spacing of a series' samples in the backlog
 SPIKE_FACTOR = 7.0
 NOISE = {"cpu_util": 0.04, "memory_util": 0.01, "latency_p99_ms": 0.06, "error_rate": 0.15,
          "requests_per_s": 0.03, "disk_util": 0.005}
-OPERATORS = ("parse-validate", "score-series", "score-entity")
+OPERATORS = ("score-shard",)  # the job's one Python operator (operators.functions.ScoreShard)
 TARGETS = ("job-exactly-once", "job-at-least-once", "baseline")
 
 
@@ -469,9 +469,9 @@ class Runner:
             if steady is None and watch.counters:
                 # checkpoints (so commits) are rare while the job is backpressured; its own record
                 # counter, sampled twice a second, still says how fast it went
-                counted = [(at, c.get("parse-validate.records", 0)) for at, c in list(watch.counters)]
+                counted = [(at, c.get("score-shard.records", 0)) for at, c in list(watch.counters)]
                 steady = steady_rate(counted, *window, min_steps=2) or steady_rate(counted, 1, backlog_n, min_steps=2)
-                basis = "the job's parse-validate record counter (too few offset commits during the backlog)"
+                basis = "the job's score-shard record counter (too few offset commits during the backlog)"
             # each committed offset with the time (s after the start) it was first seen: the record of the rate
             res["commits"] = [[round(at - t_start, 2), c] for i, (at, c) in enumerate(samples)
                               if c and (i == 0 or samples[i - 1][1] != c)]
@@ -627,7 +627,9 @@ def _timings(samples: list[tuple[float, dict[str, int]]], steady: dict[str, Any]
     ops, models = {}, {}
     for op in OPERATORS:
         rec = d(f"{op}.records")
-        ops[op] = {"records": rec,
+        batches = d(f"{op}.batches")
+        ops[op] = {"records": rec, "batches": batches,
+                   "mean_batch": round(rec / batches, 1) if batches else None,
                    "us_per_record": round(d(f"{op}.cpu_ns") / rec / 1000, 1) if rec else None,
                    "wall_us_per_record": round(d(f"{op}.busy_ns") / rec / 1000, 1) if rec else None,
                    "cpu_share": round(d(f"{op}.cpu_ns") / 1e9 / dt, 3)}
@@ -637,7 +639,7 @@ def _timings(samples: list[tuple[float, dict[str, int]]], steady: dict[str, Any]
         models[m] = {"calls": calls, "operator": op,
                      "us_per_call": round(d(f"{op}.{m}_cpu_ns") / calls / 1000, 1) if calls else None,
                      "calls_per_record": round(calls / ops[op]["records"], 4) if op and ops[op]["records"] else None}
-    return ops, models, round(d("parse-validate.records") / dt, 1)
+    return ops, models, round(d("score-shard.records") / dt, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -662,9 +664,9 @@ def state_bytes(cfg: VigilConfig, fleet: Fleet, payloads: Sequence[bytes], max_s
         client = None
     job = InProcessJob(cfg, ModelBundle.load(cfg.registry.path(), client))
     t0 = time.perf_counter()
-    for p in mine:
-        job.feed(p, int(time.time() * 1000))
-        for out in (job.alerts, job.scored, job.forecasts, getattr(job, "drift", []), getattr(job, "shadow", [])):
+    for i in range(0, len(mine), 256):
+        job.feed_batch(mine[i:i + 256], int(time.time() * 1000))
+        for out in (job.alerts, job.scored, job.forecasts, job.drift, job.shadow):
             out.clear()  # only the state is measured
     secs = time.perf_counter() - t0
     ser = sum(len(v) for v in job.series_state.values())

@@ -87,6 +87,11 @@ class JobConfig:
     delivery: str = "exactly_once"
     python_execution_mode: str = "thread"
     out_of_orderness_ms: int = 5000
+    # shards = key groups (Flink's max parallelism): services hash to shards, a shard is batched and
+    # scored as one; the parallelism can be changed on restore up to this number
+    shards: int = 8
+    batch_max_records: int = 1024
+    batch_max_delay_ms: int = 20
     # Flink options set on the job's environment last, e.g. {"rest.port": 8081} for the MiniCluster's REST API
     flink_options: dict[str, str] = field(default_factory=dict)
 
@@ -100,6 +105,12 @@ class JobConfig:
         check_choice(self, "delivery", self.delivery, ("exactly_once", "at_least_once"))
         check_choice(self, "python_execution_mode", self.python_execution_mode, ("thread", "process"))
         check_positive_int(self, "out_of_orderness_ms", self.out_of_orderness_ms, allow_zero=True)
+        check_positive_int(self, "shards", self.shards)
+        check_positive_int(self, "batch_max_records", self.batch_max_records)
+        check_positive_int(self, "batch_max_delay_ms", self.batch_max_delay_ms)
+        if self.parallelism > self.shards:
+            raise ConfigError(f"The 'parallelism' parameter of JobConfig must not exceed 'shards' ({self.shards}): "
+                              f"a shard is the unit of parallel work. Got {self.parallelism}.")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The same job graph run in-process, without Kafka or Flink: for tests, evaluation and benchmarks.
+"""The same job run in-process, without Kafka or Flink: for tests, evaluation and benchmarks.
 
-It applies exactly the functions the Flink operators call (parse, :class:`SeriesLogic`,
-:class:`EntityLogic`), keyed the same way, in arrival order, with the same watermark rule for late
-events. Comparing its output with the streaming job's is how we show that what the job does is
-what the logic does.
+It hands batches of raw records to exactly the logic the Flink operator calls
+(:class:`models.shard.ShardLogic`), with the state kept as the same byte encodings in dicts.
+Shards are independent, so one in-process shard holding every service gives each topic the same
+records in the same per-key order as the job. Comparing its output with the streaming job's is how
+we show that what the job does is what the logic does.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.config import VigilConfig
-from models.pipeline import EntityLogic, EntityState, ModelBundle, SeriesLogic, SeriesState
-from udfs.parse import DeadLetter, parse_feedback, parse_record
+from models.pipeline import ModelBundle
+from models.shard import FEEDBACK, METRIC, BatchResult, ShardLogic, ShardState
+from udfs.parse import DeadLetter
 
 
 @dataclass
 class InProcessJob:
-    """Keyed state in dicts; ``feed`` one raw record at a time."""
+    """Keyed state as bytes in dicts; ``feed`` records one at a time or ``run`` them in batches."""
 
     cfg: VigilConfig
     models: ModelBundle
@@ -33,53 +35,49 @@ class InProcessJob:
     shadow: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     scored: list[Any] = field(default_factory=list)
-    max_ts: int = -(2**63)
+    batches: list[int] = field(default_factory=list)  # size of every batch fed
 
     def __post_init__(self) -> None:
-        self.series = SeriesLogic(self.cfg.scoring, self.models)
-        self.entity = EntityLogic(self.cfg.scoring, self.cfg.alerts, self.models, self.context)
+        self.logic = ShardLogic(self.cfg.scoring, self.cfg.alerts, self.models, self.context,
+                                self.cfg.validation.limits(), self.cfg.job.out_of_orderness_ms, keep_scored=True)
+        self.state = ShardState(self.series_state.get, self.entity_state.get)
+        self._offset = 0
 
-    def watermark(self) -> int:
-        return self.max_ts - self.cfg.job.out_of_orderness_ms - 1
+    def feed_batch(self, payloads: list[bytes], now_ms: int, kinds: list[int] | None = None) -> BatchResult:
+        """One batch of raw records (metric records unless ``kinds`` says otherwise)."""
+        n = len(payloads)
+        kinds = kinds or [METRIC] * n
+        offsets = list(range(self._offset, self._offset + n))
+        self._offset += n
+        res = self.logic.on_batch(self.state, kinds, payloads, [0] * n, offsets, now_ms)
+        s, e = self.state.take_dirty()
+        self.series_state.update(s)
+        self.entity_state.update(e)
+        self.alerts.extend(res.alerts)
+        self.forecasts.extend(res.forecasts)
+        self.drift.extend(res.drift)
+        self.shadow.extend(res.shadow)
+        self.scored.extend(res.scored)
+        self.dead_letters.extend(d[0] for d in res.dead_letters)
+        self.batches.append(n)
+        return res
 
     def feed(self, payload: bytes, now_ms: int) -> None:
-        out = parse_record(payload, now_ms, self.cfg.validation.limits())
-        if isinstance(out, DeadLetter):
-            self.dead_letters.append(out)
-            return
-        for ev in out:
-            if ev.ts_ms < self.watermark():
-                self.dead_letters.append(DeadLetter("late_event", f"event time {ev.ts_ms} is behind the watermark"))
-                continue
-            raw = self.series_state.get(ev.series)
-            st, scored, side = self.series.on_record(SeriesState.from_bytes(raw) if raw else None, ev,
-                                                     self.cfg.scoring.entity_tag, now_ms)
-            self.series_state[ev.series] = st.to_bytes()
-            self.scored.append(scored)
-            raw_e = self.entity_state.get(ev.service)
-            est, alerts, e_side = self.entity.on_record(EntityState.from_bytes(raw_e) if raw_e else None, scored,
-                                                        now_ms)
-            self.entity_state[ev.service] = est.to_bytes()
-            self.alerts.extend(alerts)
-            for kind, record in side + e_side:
-                {"forecast": self.forecasts, "drift": self.drift, "shadow": self.shadow}[kind].append(record)
-        for ev in out:
-            self.max_ts = max(self.max_ts, ev.ts_ms)
+        """One metric record."""
+        self.feed_batch([payload], now_ms)
 
-    def feed_feedback(self, payload: bytes) -> None:
+    def feed_feedback(self, payload: bytes, now_ms: int = 0) -> None:
         """One record of the alert-feedback topic: to the series' state, then the service's."""
-        fb = parse_feedback(payload, self.cfg.validation.max_bytes)
-        if isinstance(fb, DeadLetter):
-            self.dead_letters.append(fb)
-            return
-        raw = self.series_state.get(fb.series)
-        self.series_state[fb.series] = self.series.on_feedback(SeriesState.from_bytes(raw) if raw else None,
-                                                               fb).to_bytes()
-        raw_e = self.entity_state.get(fb.service)
-        self.entity_state[fb.service] = self.entity.on_feedback(EntityState.from_bytes(raw_e) if raw_e else None,
-                                                                fb).to_bytes()
+        self.feed_batch([payload], now_ms, [FEEDBACK])
 
-    def run(self, payloads: Iterable[bytes], now_ms: int) -> InProcessJob:
+    def run(self, payloads: Iterable[bytes], now_ms: int, batch_size: int = 256) -> InProcessJob:
+        """Every payload, in batches of ``batch_size`` (the outputs do not depend on it)."""
+        batch: list[bytes] = []
         for p in payloads:
-            self.feed(p, now_ms)
+            batch.append(p)
+            if len(batch) >= batch_size:
+                self.feed_batch(batch, now_ms)
+                batch = []
+        if batch:
+            self.feed_batch(batch, now_ms)
         return self

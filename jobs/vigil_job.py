@@ -17,20 +17,22 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common import Configuration, Types
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
+from pyflink.datastream.data_stream import KeyedStream
 from pyflink.datastream.connectors.kafka import (
     DeliveryGuarantee,
     KafkaRecordSerializationSchema,
     KafkaSink,
 )
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from jobs.config import ROOT, VigilConfig
 from models.registry import ensure_compacted_topic, ensure_topic
 from operators.functions import (
+    BATCH_TYPE,
     DEAD_LETTERS,
     DRIFT,
     FORECASTS,
@@ -38,14 +40,11 @@ from operators.functions import (
     MODEL_VERSIONS,
     SCORES,
     SHADOW,
-    EventTime,
-    ParseFeedback,
-    ParseValidate,
-    ScoreEntity,
-    ScoreSeries,
+    ScoreShard,
 )
 
 CONNECTOR_JAR = ROOT / ".cache" / "jars" / "flink" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+VIGIL_JAR = ROOT / ".cache" / "jars" / "vigil" / "vigil-flink.jar"  # operators/java, built by fetch-jars.sh
 _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
 
 
@@ -56,9 +55,12 @@ def flink_configuration(cfg: VigilConfig) -> Configuration:
     conf.set_string("python.executable", sys.executable)
     # thread mode's embedded interpreter needs the virtualenv's packages and the project on its path
     conf.set_string("python.pythonpath", os.pathsep.join([sysconfig.get_paths()["purelib"], str(ROOT)]))
-    if not CONNECTOR_JAR.exists():
-        raise FileNotFoundError(f"{CONNECTOR_JAR} is missing: run scripts/fetch-jars.sh (make setup)")
-    conf.set_string("pipeline.jars", CONNECTOR_JAR.as_uri())
+    for jar in (CONNECTOR_JAR, VIGIL_JAR):
+        if not jar.exists():
+            raise FileNotFoundError(f"{jar} is missing: run scripts/fetch-jars.sh (make setup)")
+    conf.set_string("pipeline.jars", f"{CONNECTOR_JAR.as_uri()};{VIGIL_JAR.as_uri()}")
+    # one key group per shard: rescaling moves whole shards, and a savepoint restores at any parallelism
+    conf.set_string("pipeline.max-parallelism", str(cfg.job.shards))
     conf.set_string("pipeline.name", cfg.job.name)
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", "3")
@@ -109,66 +111,50 @@ def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
     return b.build()
 
 
-class _Zero(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return 0
+def shard_batches(cfg: VigilConfig, raw: DataStream) -> KeyedStream:
+    """Raw rows ``(kind, payload, partition, offset)`` -> batches keyed by shard, all in the JVM.
+
+    ``dev.vigil.flink.ShardBatcher`` (``operators/java``) hashes each record's service to one of
+    ``job.shards`` shards and emits a shard's batch at ``job.batch_max_records`` records, after
+    ``job.batch_max_delay_ms``, before every checkpoint barrier and at the end of bounded input; the
+    key-by on the shard is Flink's own (no Python key selector)."""
+    gw = get_gateway()
+    cls = gw.jvm.Thread.currentThread().getContextClassLoader().loadClass("dev.vigil.flink.ShardBatcher")
+    args = gw.new_array(gw.jvm.Object, 3)
+    args[0], args[1], args[2] = cfg.job.shards, cfg.job.batch_max_records, cfg.job.batch_max_delay_ms
+    op = cls.getConstructors()[0].newInstance(args)
+    batches = raw._j_data_stream.transform("shard-batcher", Types.ROW([Types.INT(), BATCH_TYPE]).get_java_type_info(),
+                                           op).uid("shard-batcher")
+    keyed = batches.keyBy(gw.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+    return KeyedStream(keyed, BATCH_TYPE, DataStream(batches))
 
 
-def _no_event_time(stream: DataStream) -> DataStream:
-    """Timestamps for a stream without event time (model updates, feedback): marked idle when quiet,
-    so that it never holds the metrics' watermark back."""
-    return stream.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(_Zero())
-        .with_idleness(Duration.of_seconds(1)))
+def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, DataStream]:
+    """The job graph from raw rows ``(kind, payload bytes, partition, offset)`` (kind 0: a metric record,
+    1: an alert-feedback verdict) and model-update rows ``(payload bytes,)`` to the streams ``alerts``,
+    ``forecasts``, ``dead_letters``, ``scores`` (flowing only when ``kafka.topics.scores`` is set),
+    ``drift``, ``shadow`` and ``model_events``.
 
-
-def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream, feedback: DataStream | None = None
-         ) -> dict[str, DataStream]:
-    """The job graph from raw metric rows ``(payload bytes, partition, offset)``, model-update rows
-    ``(payload bytes,)`` and raw alert-feedback rows ``(payload bytes, partition, offset)`` to the
-    streams ``alerts``, ``forecasts``, ``dead_letters``, ``scores`` (flowing only when
-    ``kafka.topics.scores`` is set), ``drift``, ``shadow`` and ``model_events``.
-
-    Feedback joins the metric events before the first keyed hop (keyed by the alert's series),
-    and passes on from there to the service's entity state."""
-    updates = _no_event_time(updates).broadcast(MODEL_VERSIONS)
-    parsed = raw.process(ParseValidate(cfg.kafka.topics.metrics, cfg.validation.limits()),
-                         output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-validate")
-    timed = parsed.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.job.out_of_orderness_ms))
-        .with_timestamp_assigner(EventTime())
-        .with_idleness(Duration.of_seconds(30))
-    ).name("event-time")
-    registry = str(cfg.registry.path())
-    dead = parsed.get_side_output(DEAD_LETTERS)
-    if feedback is not None:
-        verdicts = feedback.process(ParseFeedback(cfg.kafka.topics.feedback, cfg.validation.max_bytes),
-                                    output_type=Types.PICKLED_BYTE_ARRAY()).name("parse-feedback")
-        dead = dead.union(verdicts.get_side_output(DEAD_LETTERS))
-        timed = timed.union(_no_event_time(verdicts))
-    scored = (
-        timed.key_by(lambda ev: ev.series, key_type=Types.STRING())
-        .connect(updates)
-        .process(ScoreSeries(cfg.scoring, registry, cfg.redis.url, cfg.kafka.topics.metrics,
-                             emit_scores=cfg.kafka.topics.scores is not None),
-                 output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("score-series")
-    )
-    alerts = (
-        scored.key_by(lambda s: s.service, key_type=Types.STRING())
-        .connect(updates)
-        .process(ScoreEntity(cfg.scoring, cfg.alerts, registry, cfg.redis.url, cfg.redis.refresh_s),
+    One Python operator does all the scoring: the JVM shards and batches the raw records, and
+    :class:`~operators.functions.ScoreShard` parses, scores and alerts a whole batch at a time."""
+    k = cfg.kafka
+    out = (
+        shard_batches(cfg, raw)
+        .connect(updates.broadcast(MODEL_VERSIONS))
+        .process(ScoreShard(cfg.scoring, cfg.alerts, cfg.validation.limits(), cfg.job.out_of_orderness_ms,
+                            str(cfg.registry.path()), cfg.redis.url, cfg.redis.refresh_s,
+                            (k.topics.metrics, k.topics.feedback), emit_scores=k.topics.scores is not None),
                  output_type=Types.STRING())
-        .name("score-entity")
+        .name("score-shard").uid("score-shard")
     )
     return {
-        "alerts": alerts,
-        "forecasts": scored.get_side_output(FORECASTS),
-        "dead_letters": dead.union(scored.get_side_output(DEAD_LETTERS)),
-        "scores": scored.get_side_output(SCORES),
-        "drift": scored.get_side_output(DRIFT),
-        "shadow": scored.get_side_output(SHADOW).union(alerts.get_side_output(SHADOW)),
-        "model_events": scored.get_side_output(MODEL_EVENTS).union(alerts.get_side_output(MODEL_EVENTS)),
+        "alerts": out,
+        "forecasts": out.get_side_output(FORECASTS),
+        "dead_letters": out.get_side_output(DEAD_LETTERS),
+        "scores": out.get_side_output(SCORES),
+        "drift": out.get_side_output(DRIFT),
+        "shadow": out.get_side_output(SHADOW),
+        "model_events": out.get_side_output(MODEL_EVENTS),
     }
 
 
@@ -193,14 +179,15 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
     t_env.execute_sql(_kafka_table("vigil_feedback_raw", k.topics.feedback, f"{k.group_id}-feedback",
                                    _STARTUP[k.startup], bounded, cfg,
                                    "payload BYTES, `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL"))
-    out = wire(cfg, t_env.to_data_stream(t_env.from_path("vigil_metrics_raw")),
-               t_env.to_data_stream(t_env.from_path("vigil_model_updates")),
-               t_env.to_data_stream(t_env.from_path("vigil_feedback_raw")))
+    # one source stream for both inputs, told apart by kind: metric records (0) and verdicts (1)
+    raw = t_env.sql_query("SELECT 0 AS kind, payload, `partition`, `offset` FROM vigil_metrics_raw UNION ALL "
+                          "SELECT 1 AS kind, payload, `partition`, `offset` FROM vigil_feedback_raw")
+    out = wire(cfg, t_env.to_data_stream(raw), t_env.to_data_stream(t_env.from_path("vigil_model_updates")))
     for name, topic in (("alerts", k.topics.alerts), ("forecasts", k.topics.forecasts),
                         ("dead_letters", k.topics.dead_letters), ("model_events", k.topics.model_events),
                         ("scores", k.topics.scores), ("drift", k.topics.drift), ("shadow", k.topics.shadow)):
         if topic is not None:
-            out[name].sink_to(_sink(cfg, topic, name.replace("_", "-"))).name(f"{name}-sink")
+            out[name].sink_to(_sink(cfg, topic, name.replace("_", "-"))).name(f"{name}-sink").uid(f"{name}-sink")
     return env
 
 

@@ -232,6 +232,61 @@ class SeriesWindow:
         return cls(n, ts, last, mean, var, fast, level, trend, trend_long, absdelta, ring, 0)
 
 
+def _slog_rows(v: np.ndarray) -> np.ndarray:
+    """:func:`_slog` of every element."""
+    v = np.nan_to_num(v, nan=0.0, posinf=1e12, neginf=-1e12)
+    return np.clip(np.copysign(np.log1p(np.abs(v)), v), -CLIP, CLIP)
+
+
+def robust_rows(rings: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`SeriesWindow.robust` of several series with full rings at once: ``rings`` is
+    (n, HISTORY), ``var`` their slow variances; returns (median, scale) arrays."""
+    med = np.median(rings, axis=1)
+    mad = np.median(np.abs(rings - med[:, None]), axis=1)
+    scale = np.maximum.reduce([1.4826 * mad, 0.25 * np.sqrt(np.maximum(var, 0.0)), 1e-3 * np.abs(med),
+                               np.full_like(med, 1e-6)])
+    return med, scale
+
+
+def detector_feature_rows(x: np.ndarray, med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray]
+                          ) -> np.ndarray:
+    """:meth:`SeriesWindow.detector_features` of several series at once: values ``x``, their robust
+    (median, scale), and ``w`` the windows' fields ``var``, ``mean``, ``fast``, ``last``,
+    ``absdelta`` and ``trend`` as arrays. Returns (n, 6) float64."""
+    sd = np.maximum(np.sqrt(np.maximum(w["var"], 0.0)), scale * 0.5)
+    mean = w["mean"]
+    fast_new = w["fast"] + ALPHA_FAST * (x - w["fast"])
+    delta = x - w["last"]
+    tiny = 1e-9 * scale + 1e-12
+    raw = np.stack([
+        (x - med) / scale,
+        (x - mean) / sd,
+        delta / scale,
+        (fast_new - mean) / sd,
+        np.log((np.abs(delta) + tiny) / (w["absdelta"] + tiny)),
+        w["trend"] * 60.0 / scale,
+    ], axis=1)
+    return _slog_rows(raw)
+
+
+def forecaster_row_block(med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+    """:meth:`SeriesWindow.forecaster_rows` of several series at once (their robust (median, scale)
+    and fields ``var``, ``last``, ``level``, ``trend``, ``trend_long`` as arrays): (n * horizons, 6)
+    float32, each series' horizons together; the anchor is ``last`` and the scale ``scale``."""
+    n, nh = len(med), len(FORECAST_HORIZONS_MIN)
+    h = np.tile(np.asarray(FORECAST_HORIZONS_MIN, dtype=np.float64), n)
+    rep = np.repeat
+    sc = rep(scale, nh)
+    rows = np.empty((n * nh, len(FORECASTER_FEATURES)), dtype=np.float32)
+    rows[:, 0] = rep(_slog_rows((w["last"] - w["level"]) / scale), nh)
+    rows[:, 1] = _slog_rows(rep(w["trend"], nh) * h / sc)
+    rows[:, 2] = _slog_rows(rep(w["trend_long"], nh) * h / sc)
+    rows[:, 3] = np.log1p(h)
+    rows[:, 4] = rep(_slog_rows(np.sqrt(np.maximum(w["var"], 0.0)) / scale), nh)
+    rows[:, 5] = rep(_slog_rows((w["last"] - med) / scale), nh)
+    return rows
+
+
 def entity_vector(latest: dict[str, float]) -> list[float | None]:
     """Map an entity's latest metric values to the clusterer's comparable scale (None = missing)."""
     out: list[float | None] = []

@@ -59,24 +59,39 @@ class ForecasterModel:
             return self._run(self._out, {"X": x}, None)[0].reshape(-1)  # type: ignore[no-any-return]
         return self.loaded.run({"X": x}, self._out)[0].reshape(-1)
 
+    def forecast_batch(self, rows: np.ndarray, anchors: Sequence[tuple[float, float]], level: float = 0.8
+                       ) -> list[list[dict[str, Any]]]:
+        """:meth:`forecast` for several series in one ONNX call: ``rows`` stacks each series' rows
+        (one per horizon), ``anchors`` holds each series' ``(anchor, scale)``."""
+        key = f"{level:g}"
+        if key not in self.interval_halfwidth:
+            raise ValueError(f"The 'level' parameter of ForecasterModel.forecast_batch must be one of "
+                             f"{[float(v) for v in LEVELS]}. Got {level!r}.")
+        nh = len(self.horizons)
+        if len(rows) != nh * len(anchors):
+            raise ValueError(f"rows must hold {nh} rows per series for {len(anchors)} series. Got {len(rows)} rows.")
+        pred = self.predict(rows).tolist()
+        hw = self.interval_halfwidth[key]
+        out = []
+        for j, (anchor, scale) in enumerate(anchors):
+            one = []
+            for i, h in enumerate(self.horizons):
+                v = anchor + pred[j * nh + i] * scale
+                w = hw[i] * scale
+                one.append({"horizon_min": h, "value": v, "lower": v - w, "upper": v + w})
+            out.append(one)
+        return out
+
     def forecast(self, rows: np.ndarray, anchor: float, scale: float, level: float = 0.8) -> list[dict[str, Any]]:
         """One dict per horizon: ``horizon_min``, ``value`` and the ``lower``/``upper`` bounds of the
         ``level`` interval (0.8 or 0.95), in the series' own units. ``rows`` is (5, 6), one per horizon.
         """
-        key = f"{level:g}"
-        if key not in self.interval_halfwidth:
+        if f"{level:g}" not in self.interval_halfwidth:
             raise ValueError(f"The 'level' parameter of ForecasterModel.forecast must be one of "
                              f"{[float(v) for v in LEVELS]}. Got {level!r}.")
         if len(rows) != len(self.horizons):
             raise ValueError(f"rows must hold one row per horizon {self.horizons}. Got {len(rows)} rows.")
-        pred = self.predict(rows)
-        hw = self.interval_halfwidth[key]
-        out = []
-        for i, h in enumerate(self.horizons):
-            v = anchor + float(pred[i]) * scale
-            w = hw[i] * scale
-            out.append({"horizon_min": h, "value": v, "lower": v - w, "upper": v + w})
-        return out
+        return self.forecast_batch(rows, [(anchor, scale)], level)[0]
 
     @staticmethod
     def time_to_breach(forecast: Sequence[dict[str, Any]], last_value: float, limit: float) -> float | None:

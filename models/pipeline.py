@@ -38,11 +38,16 @@ from models.drift import PH_EMPTY, PH_STRUCT, DriftTest, PHState
 from models.features import (
     DETECTOR_FEATURES,
     ENTITY_METRICS,
+    FORECAST_HORIZONS_MIN,
+    HISTORY,
     PRIORITIES,
     SeriesWindow,
     classifier_features,
+    detector_feature_rows,
     entity_vector,
+    forecaster_row_block,
     metric_kind,
+    robust_rows,
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
@@ -52,7 +57,7 @@ ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
 DRIFT_SCHEMA = "vigil.drift/v1"
 SHADOW_SCHEMA = "vigil.shadow/v1"
-SERIES_STATE = "series_state/v2"
+SERIES_STATE = "series_state/v3"
 ENTITY_STATE = "entity_state/v2"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -143,11 +148,13 @@ class Scored(NamedTuple):
 
 @dataclass
 class SeriesState:
-    """Everything kept per series (state name ``series_state/v2``).
+    """Everything kept per series (state name ``series_state/v3``).
 
-    v2 added the drift tests, the pending one-step forecast they compare against, and the
-    threshold tail that feedback narrows; a v1 state reads with those empty (a restored job starts
-    its drift tests afresh and has had no feedback yet).
+    v3 added ``max_ts_ms``, the series' own event-time high mark: an event more than the
+    out-of-orderness bound behind it is late. v2 added the drift tests, the pending one-step forecast
+    they compare against, and the threshold tail that feedback narrows. Older versions are read
+    (v2: ``max_ts_ms`` from the window's last timestamp; v1: drift and feedback empty) and migrate on
+    the next write.
     """
 
     window: SeriesWindow = field(default_factory=SeriesWindow)
@@ -158,14 +165,17 @@ class SeriesState:
     drift_residual: PHState | None = None
     pending: tuple[int, float, float] | None = None  # (due ts_ms, forecast value, scale) of the 5-min forecast
     fb_tail: float = 1.0  # the adaptive threshold's tail (1 - threshold) is multiplied by this
+    max_ts_ms: int = -(2**62)  # the latest event time folded in (none yet: far in the past)
 
     _V1 = struct.Struct("<BdddII")
     _V2 = struct.Struct("<BdddIIqddd")
+    _V3 = struct.Struct("<BdddIIqdddq")
 
     def to_bytes(self) -> bytes:
         t = self.threshold or (0.0, 0.0, -1.0)
         p = self.pending or (-1, 0.0, 0.0)
-        return b"".join((self._V2.pack(2, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail),
+        return b"".join((self._V3.pack(3, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail,
+                                       self.max_ts_ms),
                          PH_STRUCT.pack(*(self.drift_score or PH_EMPTY)),
                          PH_STRUCT.pack(*(self.drift_residual or PH_EMPTY)),
                          self.window.to_bytes()))
@@ -175,16 +185,25 @@ class SeriesState:
         ver = data[0]
         if ver == 1:
             _, m, v, n, since, streak = cls._V1.unpack_from(data)
-            return cls(SeriesWindow.from_bytes(data[cls._V1.size:]), None if n < 0 else (m, v, n), since, streak)
-        if ver != 2:
+            w = SeriesWindow.from_bytes(data[cls._V1.size:])
+            return cls(w, None if n < 0 else (m, v, n), since, streak, max_ts_ms=w.last_ts_ms if w.n else -(2**62))
+        if ver not in (2, 3):
             raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
-        _, m, v, n, since, streak, due, pv, ps, tail = cls._V2.unpack_from(data)
-        pos = cls._V2.size
+        head = cls._V3 if ver == 3 else cls._V2
+        fields = head.unpack_from(data)
+        _, m, v, n, since, streak, due, pv, ps, tail = fields[:10]
+        pos = head.size
         ds, dr = PH_STRUCT.unpack_from(data, pos), PH_STRUCT.unpack_from(data, pos + PH_STRUCT.size)
         pos += 2 * PH_STRUCT.size
-        return cls(SeriesWindow.from_bytes(data[pos:]), None if n < 0 else (m, v, n), since, streak,
+        w = SeriesWindow.from_bytes(data[pos:])
+        max_ts = fields[10] if ver == 3 else (w.last_ts_ms if w.n else -(2**62))
+        return cls(w, None if n < 0 else (m, v, n), since, streak,
                    None if ds[0] == 0 else ds, None if dr[0] == 0 else dr,  # type: ignore[arg-type]
-                   None if due < 0 else (due, pv, ps), tail)
+                   None if due < 0 else (due, pv, ps), tail, max_ts)
+
+
+_WINDOW_FIELDS = ("var", "mean", "fast", "last", "absdelta", "trend")
+_FORECAST_FIELDS = ("var", "last", "level", "trend", "trend_long")
 
 
 class SeriesLogic:
@@ -211,84 +230,154 @@ class SeriesLogic:
 
     def on_record(self, state: SeriesState | None, ev: Any, entity_tag: str,
                   now_ms: int | None = None) -> tuple[SeriesState, Scored, list[tuple[str, str]]]:
-        """Fold event ``ev`` (a :class:`udfs.parse.MetricEvent`) into ``state``.
-
-        Returns the new state, the scored sample, and side records as ``(kind, JSON)`` pairs:
-        ``"forecast"`` (every ``forecast_every`` samples), ``"drift"`` (a drift test fired) and
-        ``"shadow"`` (a shadow version's score beside production's).
-        """
+        """Fold event ``ev`` (a :class:`udfs.parse.MetricEvent`) into ``state``: :meth:`on_round`
+        with one event. Returns the new state, the scored sample and its side records."""
         st = state or SeriesState()
-        w = st.window
+        scored, side = self.on_round([st], [ev], entity_tag, now_ms)
+        return st, scored[0], side[0]
+
+    def on_round(self, states: list[SeriesState], events: list[Any], entity_tag: str,
+                 now_ms: int | None = None) -> tuple[list[Scored], list[list[tuple[str, str]]]]:
+        """Fold one event of each of several different series into their states (updated in place).
+
+        A round holds at most one event per series, so its events are independent: the detector and
+        the forecaster (and their shadows) are called once for the whole round. Returns, per event,
+        the scored sample and its side records as ``(kind, JSON)`` pairs: ``"forecast"`` (every
+        ``forecast_every`` samples), ``"drift"`` (a drift test fired) and ``"shadow"`` (a shadow
+        version's answer beside production's). The result does not depend on how events are cut
+        into rounds, as long as each series' events come in order.
+        """
         m = self.models
         det_m, fc_m = m.detector, m.forecaster
-        x = ev.value
-        side: list[tuple[str, str]] = []
-        score, thr, trigger, det = 0.0, 1.0, "", None
-        rob = w.robust() if w.n else None
-        expected = rob[0] if rob else x
-        if w.n >= self.cfg.warmup:
-            det = w.detector_features(x, rob)
-            score = det_m.score_one(det)
+        sh_det, sh_fc = m.shadow.get("detector"), m.shadow.get("forecaster")
+        warmup = self.cfg.warmup
+        n = len(events)
+        sides: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+        robs: list[tuple[float, float] | None] = [None] * n
+        dets: list[list[float] | None] = [None] * n
+        # series with a full history, vectorised; the few still filling theirs, one by one
+        full = [i for i, st in enumerate(states) if len(st.window.ring) == HISTORY]
+        if full:
+            wins = [states[i].window for i in full]
+            fields = {f: np.array([getattr(w, f) for w in wins]) for f in _WINDOW_FIELDS}
+            med, scale = robust_rows(np.array([w.ring for w in wins]), fields["var"])
+            for i, m_, s_ in zip(full, med.tolist(), scale.tolist(), strict=True):
+                robs[i] = (m_, s_)
+            if warmup <= HISTORY:  # a full history is past the warm-up
+                x = np.array([events[i].value for i in full])
+                for i, row in zip(full, detector_feature_rows(x, med, scale, fields).tolist(), strict=True):
+                    dets[i] = row
+        for i, (st, ev) in enumerate(zip(states, events, strict=True)):
+            w = st.window
+            if robs[i] is None and w.n:
+                robs[i] = w.robust()
+            if dets[i] is None and w.n >= warmup:
+                dets[i] = w.detector_features(ev.value, robs[i])
+        warm = [i for i in range(n) if dets[i] is not None]
+        det_rows = np.asarray([dets[i] for i in warm], dtype=np.float32) if warm else None
+        scores = det_m.score(det_rows).tolist() if warm else []
+        sh_scores = sh_det.score(det_rows).tolist() if (warm and sh_det is not None) else []
+        score_of = dict(zip(warm, scores, strict=True))
+        thr_of: dict[int, float] = {}
+        trig = [""] * n
+        for j, i in enumerate(warm):
+            st, ev, score = states[i], events[i], scores[j]
             at = det_m.new_threshold(st.threshold)
             thr = self.threshold(st, ev.series, at.threshold)
+            thr_of[i] = thr
             at.update(score)
             st.threshold = at.to_tuple()
             if score >= thr:
-                trigger = "detector"
+                trig[i] = "detector"
             st.drift_score, drifted = self.drift_score.update(st.drift_score, score)
             if drifted:
-                side.append(("drift", self._drift(ev, "detector_score", det_m.name, det_m.version, self.drift_score,
-                                                  st.drift_score, now_ms)))
-            if "detector" in m.shadow:
-                sh = m.shadow["detector"]
-                s_score = sh.score_one(det)
-                s_thr = self.threshold(st, ev.series, sh.new_threshold(st.threshold).threshold)
-                side.append(("shadow", _shadow(ev, "detector", det_m.version, {"score": round(score, 6),
-                                               "threshold": round(thr, 6), "alert": score >= thr},
-                                               sh.version, {"score": round(s_score, 6), "threshold": round(s_thr, 6),
-                                                            "alert": s_score >= s_thr})))
-        if st.pending is not None and ev.ts_ms >= st.pending[0]:
-            resid = max(min((x - st.pending[1]) / st.pending[2], 1e3), -1e3)
-            st.pending = None
-            st.drift_residual, drifted = self.drift_residual.update(st.drift_residual, resid)
-            if drifted:
-                side.append(("drift", self._drift(ev, "forecast_residual", fc_m.name, fc_m.version,
-                                                  self.drift_residual, st.drift_residual, now_ms)))
-        w.update(ev.ts_ms, x)
-        st.since_forecast += 1
-        forecast = ttb = None
-        limit = self.limit_for(ev.metric)
-        if w.n >= self.cfg.warmup and (trigger or st.since_forecast >= self.cfg.forecast_every):
-            rows, anchor, scale = w.forecaster_rows()
-            forecast = tuple(fc_m.forecast(rows, anchor, scale))
-            if st.pending is None:
-                h0 = forecast[0]
-                st.pending = (ev.ts_ms + 60_000 * h0["horizon_min"], h0["value"], scale)
-            if limit is not None:
-                ttb = fc_m.time_to_breach(forecast, x, limit)
-                soon = ttb is not None and ttb <= self.cfg.breach_alert_within_min * 60
-                st.breach_streak = st.breach_streak + 1 if soon else 0
-                if not trigger and st.breach_streak >= 2:
-                    trigger = "forecast"
-            if st.since_forecast >= self.cfg.forecast_every:
-                st.since_forecast = 0
-                side.append(("forecast", json.dumps({
-                    "schema": FORECAST_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
-                    "tags": dict(ev.tags), "event_time": iso(ev.ts_ms), "value": x,
-                    "horizons": [_round_fc(f) for f in forecast], "interval": 0.8,
-                    "time_to_breach_s": None if ttb is None else round(ttb, 1), "limit": limit,
-                    "model_version": fc_m.version,
-                }, separators=(",", ":"))))
-                if "forecaster" in m.shadow:
-                    sh_fc = m.shadow["forecaster"]
-                    side.append(("shadow", _shadow(ev, "forecaster", fc_m.version,
-                                                   {"horizons": [_round_fc(f) for f in forecast]}, sh_fc.version,
-                                                   {"horizons": [_round_fc(f) for f in
-                                                                 sh_fc.forecast(rows, anchor, scale)]})))
-        scored = Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x, score, thr,
-                        trigger, tuple(det) if det is not None else None, expected, forecast, ttb, limit,
-                        (det_m.version, fc_m.version))
-        return st, scored, side
+                sides[i].append(("drift", self._drift(ev, "detector_score", det_m.name, det_m.version,
+                                                      self.drift_score, st.drift_score, now_ms)))
+            if sh_det is not None:
+                s_score = sh_scores[j]
+                s_thr = self.threshold(st, ev.series, sh_det.new_threshold(st.threshold).threshold)
+                sides[i].append(("shadow", _shadow(ev, "detector", det_m.version, {
+                    "score": round(score, 6), "threshold": round(thr, 6), "alert": score >= thr}, sh_det.version, {
+                    "score": round(s_score, 6), "threshold": round(s_thr, 6), "alert": s_score >= s_thr})))
+        due = []
+        for i, (st, ev) in enumerate(zip(states, events, strict=True)):
+            x = ev.value
+            if st.pending is not None and ev.ts_ms >= st.pending[0]:
+                resid = max(min((x - st.pending[1]) / st.pending[2], 1e3), -1e3)
+                st.pending = None
+                st.drift_residual, drifted = self.drift_residual.update(st.drift_residual, resid)
+                if drifted:
+                    sides[i].append(("drift", self._drift(ev, "forecast_residual", fc_m.name, fc_m.version,
+                                                          self.drift_residual, st.drift_residual, now_ms)))
+            w = st.window
+            w.update(ev.ts_ms, x)
+            st.max_ts_ms = max(st.max_ts_ms, ev.ts_ms)
+            st.since_forecast += 1
+            if w.n >= warmup and (trig[i] or st.since_forecast >= self.cfg.forecast_every):
+                due.append(i)
+        fc_of: dict[int, tuple[dict, ...]] = {}
+        sh_fc_of: dict[int, list[dict]] = {}
+        if due:
+            # series with a full history, vectorised; the few still filling theirs, one by one
+            wins = [states[i].window for i in due]
+            full_due = [j for j, w in enumerate(wins) if len(w.ring) == HISTORY]
+            inputs: list[Any] = [None] * len(due)
+            if full_due:
+                fw = [wins[j] for j in full_due]
+                fields = {f: np.array([getattr(w, f) for w in fw]) for f in _FORECAST_FIELDS}
+                med, scale = robust_rows(np.array([w.ring for w in fw]), fields["var"])
+                block = forecaster_row_block(med, scale, fields)
+                nh = len(FORECAST_HORIZONS_MIN)
+                for k, (j, sc) in enumerate(zip(full_due, scale.tolist(), strict=True)):
+                    inputs[j] = (block[k * nh:(k + 1) * nh], fw[k].last, sc)
+            for j, w in enumerate(wins):
+                if inputs[j] is None:
+                    inputs[j] = w.forecaster_rows()
+            rows = np.concatenate([r for r, _, _ in inputs])
+            scale_of = {i: sc for i, (_, _, sc) in zip(due, inputs, strict=True)}
+            preds = fc_m.forecast_batch(rows, [(a, s) for _, a, s in inputs])
+            fc_of = {i: tuple(p) for i, p in zip(due, preds, strict=True)}
+            if sh_fc is not None:
+                sh = sh_fc.forecast_batch(rows, [(a, s) for _, a, s in inputs])
+                sh_fc_of = dict(zip(due, sh, strict=True))
+        out = []
+        for i, (st, ev) in enumerate(zip(states, events, strict=True)):
+            x = ev.value
+            trigger = trig[i]
+            forecast = fc_of.get(i)
+            ttb = None
+            limit = self.limit_for(ev.metric)
+            if forecast is not None:
+                if st.pending is None:
+                    h0 = forecast[0]
+                    st.pending = (ev.ts_ms + 60_000 * h0["horizon_min"], h0["value"], scale_of[i])
+                if limit is not None:
+                    ttb = fc_m.time_to_breach(forecast, x, limit)
+                    soon = ttb is not None and ttb <= self.cfg.breach_alert_within_min * 60
+                    st.breach_streak = st.breach_streak + 1 if soon else 0
+                    if not trigger and st.breach_streak >= 2:
+                        trigger = "forecast"
+                if st.since_forecast >= self.cfg.forecast_every:
+                    st.since_forecast = 0
+                    sides[i].append(("forecast", json.dumps({
+                        "schema": FORECAST_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
+                        "tags": dict(ev.tags), "event_time": iso(ev.ts_ms), "value": x,
+                        "horizons": [_round_fc(f) for f in forecast], "interval": 0.8,
+                        "time_to_breach_s": None if ttb is None else round(ttb, 1), "limit": limit,
+                        "model_version": fc_m.version,
+                    }, separators=(",", ":"))))
+                    if sh_fc is not None:
+                        sides[i].append(("shadow", _shadow(ev, "forecaster", fc_m.version,
+                                                           {"horizons": [_round_fc(f) for f in forecast]},
+                                                           sh_fc.version,
+                                                           {"horizons": [_round_fc(f) for f in sh_fc_of[i]]})))
+            rob = robs[i]
+            det = dets[i]
+            out.append(Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x,
+                              score_of.get(i, 0.0), thr_of.get(i, 1.0), trigger,
+                              tuple(det) if det is not None else None, rob[0] if rob else x, forecast, ttb, limit,
+                              (det_m.version, fc_m.version)))
+        return out, sides
 
     def on_feedback(self, state: SeriesState | None, fb: Feedback) -> SeriesState:
         """A verdict on an alert of this series: "false_positive" narrows the threshold's tail,

@@ -1,8 +1,10 @@
-"""The Flink functions of the job: thin shells that move state in and out of the logic classes.
+"""The Flink function of the job: a thin shell that moves state in and out of the logic.
 
-Every function opens its ONNX sessions once, in ``open()``. State descriptors carry their schema
-version in the name. Records between operators are small tuples (pickled by PyFlink); long-lived
-state is the explicit byte encodings of :mod:`models.pipeline`.
+One busy Python operator per task manager (:class:`ScoreShard`): the JVM reads Kafka, shards and
+batches the raw records (``operators/java``: ``dev.vigil.flink.ShardBatcher``), and this operator
+hands each batch to :class:`models.shard.ShardLogic`. It opens its ONNX sessions once, in
+``open()``. State descriptors carry their schema version in the name; values are the explicit byte
+encodings of :mod:`models.pipeline`.
 """
 
 from __future__ import annotations
@@ -14,24 +16,15 @@ import threading
 import time
 
 from pyflink.common import Types
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor
 
 from models.config import AlertConfig, ScoringConfig
 from models.context import ContextCache, connect
-from models.pipeline import (
-    ENTITY_STATE,
-    SERIES_STATE,
-    EntityLogic,
-    EntityState,
-    ModelBundle,
-    SeriesLogic,
-    SeriesState,
-    score_json,
-)
+from models.pipeline import ENTITY_STATE, SERIES_STATE, ModelBundle
+from models.shard import FEEDBACK, ShardLogic, ShardState
 from operators.stats import instrumented
-from udfs.parse import DeadLetter, Feedback, ParseLimits, parse_feedback, parse_record
+from udfs.parse import ParseLimits
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
@@ -79,63 +72,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@instrumented("parse-validate")
-class ParseValidate(ProcessFunction):
-    """Raw Kafka rows (payload, partition, offset) -> metric events; refusals -> dead letters."""
-
-    def __init__(self, topic: str, limits: ParseLimits) -> None:
-        self.topic = topic
-        self.limits = limits
-
-    def open(self, ctx: RuntimeContext) -> None:
-        group = ctx.get_metrics_group()
-        self.bad = group.counter("dead_letters")
-        self.good = group.counter("events")
-        # events are added to the counter a thousand at a time: each inc() is a call into the JVM,
-        # which cost as much per record as a third of a state update
-        self.pending = 0
-
-    def process_element(self, row, ctx):
-        payload = bytes(row[0]) if row[0] is not None else b""
-        now = _now_ms()
-        out = parse_record(payload, now, self.limits)
-        if isinstance(out, DeadLetter):
-            self.bad.inc()
-            yield DEAD_LETTERS, out.to_json(payload, self.topic, row[1], row[2], now)
-            return
-        self.pending += len(out)
-        if self.pending >= 1000:
-            self.good.inc(self.pending)
-            self.pending = 0
-        yield from out
-
-    def close(self) -> None:
-        if self.pending:
-            self.good.inc(self.pending)
-            self.pending = 0
-
-
-class ParseFeedback(ProcessFunction):
-    """Raw rows of the alert-feedback topic -> :class:`~udfs.parse.Feedback`; refusals -> dead letters."""
-
-    def __init__(self, topic: str, max_bytes: int) -> None:
-        self.topic = topic
-        self.max_bytes = max_bytes
-
-    def process_element(self, row, ctx):
-        payload = bytes(row[0]) if row[0] is not None else b""
-        out = parse_feedback(payload, self.max_bytes)
-        if isinstance(out, DeadLetter):
-            yield DEAD_LETTERS, out.to_json(payload, self.topic, row[1], row[2], _now_ms())
-            return
-        yield out
-
-
-class EventTime(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value.ts_ms
-
-
 class HotSwap(KeyedBroadcastProcessFunction):
     """Model updates arrive on the broadcast side: load, verify, and swap between two records.
 
@@ -173,98 +109,91 @@ def _model_event(op: str, model, version, status: str, detail: str, now_ms: int,
                        "alias": alias, "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
 
 
-_SIDE = {"forecast": FORECASTS, "drift": DRIFT, "shadow": SHADOW}
+# the shard's keyed state: one map entry per series and per service, valued by their byte encodings
+# (as PyFlink's pickled bytes: its primitive byte arrays convert to and from tuples of ints)
+SERIES_MAP = MapStateDescriptor(f"shard_{SERIES_STATE}", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+ENTITY_MAP = MapStateDescriptor(f"shard_{ENTITY_STATE}", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+# the batch layout the JVM batcher emits after the shard key: (kinds, payloads, partitions, offsets)
+BATCH_TYPE = Types.ROW([Types.PRIMITIVE_ARRAY(Types.INT()), Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE())),
+                        Types.PRIMITIVE_ARRAY(Types.INT()), Types.PRIMITIVE_ARRAY(Types.LONG())])
 
 
-@instrumented("score-series")
-class ScoreSeries(HotSwap):
-    """Keyed by series: features, detector, adaptive threshold, forecaster."""
+@instrumented("score-shard")
+class ScoreShard(HotSwap):
+    """Keyed by shard; one batch of raw records at a time: parse, series, entities, alerts.
 
-    operator_name = "score-series"
+    The shard's series and service states are decoded once and kept in Python between batches; every
+    batch writes the ones it changed through to Flink's map state before it returns, so the state a
+    checkpoint takes is exact (the batcher emits everything it holds before each barrier).
+    """
 
-    def __init__(self, scoring: ScoringConfig, registry_root: str, redis_url: str, topic: str,
+    operator_name = "score-shard"
+
+    def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, limits: ParseLimits, out_of_orderness_ms: int,
+                 registry_root: str, redis_url: str, refresh_s: int, topics: tuple[str, str],
                  emit_scores: bool = False) -> None:
         self.scoring = scoring
-        self.registry_root = registry_root
-        self.redis_url = redis_url
-        self.topic = topic
-        self.emit_scores = emit_scores
-
-    def open(self, ctx: RuntimeContext) -> None:
-        preload_native()
-        self.state = ctx.get_state(ValueStateDescriptor(SERIES_STATE, Types.PICKLED_BYTE_ARRAY()))
-        self.logic = SeriesLogic(self.scoring, ModelBundle.load(self.registry_root, _redis_or_none(self.redis_url)))
-        self.late = ctx.get_metrics_group().counter("late_events")
-
-    def _bundle(self) -> ModelBundle:
-        return self.logic.models
-
-    def process_element(self, ev, ctx):
-        if type(ev) is Feedback:
-            raw = self.state.value()
-            st = self.logic.on_feedback(SeriesState.from_bytes(raw) if raw is not None else None, ev)
-            self.state.update(st.to_bytes())
-            yield ev  # on to the service's entity state
-            return
-        wm = ctx.timer_service().current_watermark()
-        if ev.ts_ms < wm:
-            self.late.inc()
-            now = _now_ms()
-            detail = f"event time {ev.ts_ms} is behind the watermark {wm} (series {ev.series})"
-            yield DEAD_LETTERS, DeadLetter("late_event", detail).to_json(
-                _event_json(ev), self.topic, -1, -1, now)
-            return
-        raw = self.state.value()
-        st = SeriesState.from_bytes(raw) if raw is not None else None
-        st, scored, side = self.logic.on_record(st, ev, self.scoring.entity_tag, _now_ms())
-        self.state.update(st.to_bytes())
-        for kind, record in side:
-            yield _SIDE[kind], record
-        if self.emit_scores:
-            yield SCORES, score_json(scored)
-        yield scored
-
-
-@instrumented("score-entity")
-class ScoreEntity(HotSwap):
-    """Keyed by service: clusterer over entity vectors, classifier, impact, grouping into alerts."""
-
-    operator_name = "score-entity"
-
-    def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, registry_root: str, redis_url: str,
-                 refresh_s: int) -> None:
-        self.scoring = scoring
         self.alerts = alerts
+        self.limits = limits
+        self.out_of_orderness_ms = out_of_orderness_ms
         self.registry_root = registry_root
         self.redis_url = redis_url
         self.refresh_s = refresh_s
+        self.topics = topics  # (metrics topic, feedback topic): the sources named in dead letters
+        self.emit_scores = emit_scores
+
+    @staticmethod
+    def records_in(batch) -> int:
+        return len(batch[1])
 
     def open(self, ctx: RuntimeContext) -> None:
         preload_native()
-        self.state = ctx.get_state(ValueStateDescriptor(ENTITY_STATE, Types.PICKLED_BYTE_ARRAY()))
+        self.series_map = ctx.get_map_state(SERIES_MAP)
+        self.entity_map = ctx.get_map_state(ENTITY_MAP)
         client = _redis_or_none(self.redis_url)
         self.context = ContextCache(client, self.refresh_s)
         self.context.refresh()
-        self.logic = EntityLogic(self.scoring, self.alerts, ModelBundle.load(self.registry_root, client),
-                                 self.context)
-        self.alert_count = ctx.get_metrics_group().counter("alerts")
+        self.logic = ShardLogic(self.scoring, self.alerts, ModelBundle.load(self.registry_root, client),
+                                self.context, self.limits, self.out_of_orderness_ms, emit_scores=self.emit_scores)
+        self.shards: dict[object, ShardState] = {}
+        group = ctx.get_metrics_group()
+        self.counters = {n: group.counter(n) for n in ("events", "dead_letters", "late_events", "alerts")}
 
     def _bundle(self) -> ModelBundle:
         return self.logic.models
 
-    def process_element(self, scored, ctx):
-        raw = self.state.value()
-        st = EntityState.from_bytes(raw) if raw is not None else None
-        if type(scored) is Feedback:
-            self.state.update(self.logic.on_feedback(st, scored).to_bytes())
-            return
-        st, alerts, side = self.logic.on_record(st, scored, _now_ms())
-        self.state.update(st.to_bytes())
-        for kind, record in side:
-            yield _SIDE[kind], record
-        for a in alerts:
-            self.alert_count.inc()
-            yield a
+    def process_element(self, batch, ctx):
+        key = ctx.get_current_key()
+        st = self.shards.get(key)
+        if st is None:  # read from Flink's state on first touch: restored after a failure or a rescale
+            st = self.shards[key] = ShardState(self.series_map.get, self.entity_map.get)
+        kinds, payloads, partitions, offsets = batch
+        now = _now_ms()
+        res = self.logic.on_batch(st, kinds, payloads, partitions, offsets, now)
+        series, entities = st.take_dirty()
+        if series:
+            self.series_map.put_all(series)
+        if entities:
+            self.entity_map.put_all(entities)
+        c = self.counters
+        c["events"].inc(res.events)
+        if res.dead_letters:
+            c["dead_letters"].inc(len(res.dead_letters))
+        if res.late:
+            c["late_events"].inc(res.late)
+        if res.alerts:
+            c["alerts"].inc(len(res.alerts))
+        yield from res.alerts
+        for f in res.forecasts:
+            yield FORECASTS, f
+        for d in res.drift:
+            yield DRIFT, d
+        for r in res.shadow:
+            yield SHADOW, r
+        for r in res.scores:
+            yield SCORES, r
+        for dl, payload, kind, partition, offset in res.dead_letters:
+            yield DEAD_LETTERS, dl.to_json(payload, self.topics[kind == FEEDBACK], partition, offset, now)
 
 
 def _redis_or_none(url: str):
@@ -272,8 +201,3 @@ def _redis_or_none(url: str):
         return connect(url)
     except Exception:  # noqa: BLE001 - a bad URL must not stop scoring; context stays empty
         return None
-
-
-def _event_json(ev) -> bytes:
-    return json.dumps({"metric": ev.metric, "value": ev.value, "timestamp": ev.ts_ms, "service": ev.service,
-                       "tags": dict(ev.tags)}).encode()

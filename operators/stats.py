@@ -4,9 +4,10 @@ Each operator decorated with :func:`instrumented` reports, through Flink's metri
 REST API of a MiniCluster or cluster, or any configured metric reporter, shows them), under the
 metric group ``vigil.<operator>``:
 
-- ``records``, ``busy_ns`` and ``cpu_ns``: input records, and the wall-clock and thread CPU
-  nanoseconds its ``process_element`` took for them, state access included, emitting the outputs
-  to Flink excluded;
+- ``records``, ``batches``, ``busy_ns`` and ``cpu_ns``: input records (a batched operator says how
+  many records an input element holds with a ``records_in`` static method), input elements, and
+  the wall-clock and thread CPU nanoseconds its ``process_element`` took for them, state access
+  included, emitting the outputs to Flink excluded;
 - ``<model>_calls`` and ``<model>_cpu_ns`` for each of the four models: calls of the model's
   scoring methods (:data:`MODEL_METHODS`, the outermost call when one calls another) made while
   that operator handled a record, and the thread CPU nanoseconds they took.
@@ -35,7 +36,7 @@ MODELS = ("detector", "forecaster", "clusterer", "classifier")
 # the methods through which the logic scores with each model (module, class, methods)
 MODEL_METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "detector": ("models.detector", "DetectorModel", ("score_one", "score", "score_samples")),
-    "forecaster": ("models.forecaster", "ForecasterModel", ("forecast", "predict")),
+    "forecaster": ("models.forecaster", "ForecasterModel", ("forecast", "forecast_batch", "predict")),
     "clusterer": ("models.clusterer", "ClustererModel", ("assign", "distances")),
     "classifier": ("models.classifier", "ClassifierModel", ("predict_proba", "predict_proba_batch",
                                                              "probabilities")),
@@ -52,7 +53,7 @@ class OperatorStats:
 
     def __init__(self, metrics_group: Any | None, name: str) -> None:
         self.name = name
-        self.records = self.busy_ns = self.cpu_ns = 0
+        self.records = self.batches = self.busy_ns = self.cpu_ns = 0
         self.model_calls = dict.fromkeys(MODELS, 0)
         self.model_cpu_ns = dict.fromkeys(MODELS, 0)
         self.depth = 0  # > 0 while a model call is timed (nested calls are part of it)
@@ -61,11 +62,11 @@ class OperatorStats:
         self._counters: dict[str, Any] = {}
         if metrics_group is not None:
             g = metrics_group.add_group(GROUP).add_group(name)
-            names = ["records", "busy_ns", "cpu_ns"] + [f"{m}_{k}" for m in MODELS for k in ("calls", "cpu_ns")]
+            names = ["records", "batches", "busy_ns", "cpu_ns"] + [f"{m}_{k}" for m in MODELS for k in ("calls", "cpu_ns")]
             self._counters = {n: g.counter(n) for n in names}
 
     def totals(self) -> dict[str, int]:
-        out = {"records": self.records, "busy_ns": self.busy_ns, "cpu_ns": self.cpu_ns}
+        out = {"records": self.records, "batches": self.batches, "busy_ns": self.busy_ns, "cpu_ns": self.cpu_ns}
         for m in MODELS:
             out[f"{m}_calls"], out[f"{m}_cpu_ns"] = self.model_calls[m], self.model_cpu_ns[m]
         return out
@@ -81,8 +82,9 @@ class OperatorStats:
                 self._counters[k].inc(d)
                 self._flushed[k] = v
 
-    def record(self, t0: int, t1: int, cpu_ns: int) -> None:
-        self.records += 1
+    def record(self, t0: int, t1: int, cpu_ns: int, n: int = 1) -> None:
+        self.records += n
+        self.batches += 1
         self.busy_ns += t1 - t0
         self.cpu_ns += cpu_ns
         if t1 >= self._next_flush:
@@ -133,6 +135,7 @@ def instrumented(name: str):
 
     def decorate(cls):
         open_, process, close = cls.open, cls.process_element, getattr(cls, "close", None)
+        records_in = getattr(cls, "records_in", None)  # records in one input element (a batch), if not 1
 
         @functools.wraps(open_)
         def open(self, ctx):  # noqa: A001 - the Flink method's name
@@ -154,7 +157,7 @@ def instrumented(name: str):
             finally:
                 c1, t1 = thread_time_ns(), perf_counter_ns()
                 _local.op = outer
-            st.record(t0, t1, c1 - c0)
+            st.record(t0, t1, c1 - c0, 1 if records_in is None else records_in(value))
             return out
 
         def close_(self):

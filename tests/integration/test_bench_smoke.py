@@ -26,8 +26,8 @@ def test_bench_smoke_run_reports_measured_throughput_latency_and_memory(
     out = tmp_path / "reports"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench", "--series", "12", "--instances", "1", "--events", "8000",
-         "--checkpoint-interval-ms", "500", "--rate", "100", "--duration", "4", "--spikes", "4", "--drain", "5",
+        [sys.executable, "-m", "jobs.bench", "--series", "12", "--instances", "1", "--events", "30000",
+         "--checkpoint-interval-ms", "200", "--rate", "100", "--duration", "4", "--spikes", "4", "--drain", "5",
          "--state-series", "12",
          "--out", str(out), "--store", str(trained_store), "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,
          "--topic-prefix", topic_prefix, "--run-dir", str(tmp_path / "run"), "--timeout", "240"],
@@ -54,17 +54,19 @@ def test_bench_smoke_run_reports_measured_throughput_latency_and_memory(
         assert tl["rate"] == 100 and tl["events"] == 400
     assert targets["job-exactly-once"]["latency"]["isolation_level"] == "read_committed"
     assert targets["job-at-least-once"]["latency"]["isolation_level"] == "read_uncommitted"
-    assert targets["job-exactly-once"]["throughput"]["backlog_events"] == 667 * 12  # whole steps of 12 series
+    assert targets["job-exactly-once"]["throughput"]["backlog_events"] == 2500 * 12  # whole steps of 12 series
 
-    # from inside the running job: every Python operator timed, the detector called for every record
+    # from inside the running job: the one Python operator timed, batches of records, models called per batch
     ops = targets["job-exactly-once"]["operators"]
-    assert set(ops) == {"parse-validate", "score-series", "score-entity"}
-    for op in ops.values():
-        assert op["records"] > 0 and 0 < op["us_per_record"] <= op["wall_us_per_record"] * 1.5
+    assert set(ops) == {"score-shard"}
+    op = ops["score-shard"]
+    assert op["records"] > 0 and 0 < op["us_per_record"] <= op["wall_us_per_record"] * 1.5
+    assert 0 < op["batches"] <= op["records"] and op["mean_batch"] == round(op["records"] / op["batches"], 1)
     models = targets["job-exactly-once"]["models"]
-    assert models["detector"]["operator"] == "score-series" and models["detector"]["us_per_call"] > 0
-    assert 0.9 <= models["detector"]["calls_per_record"] <= 1.0  # every sample past its series' warm-up
-    assert models["forecaster"]["calls"] > 0 and models["clusterer"]["operator"] == "score-entity"
+    assert models["detector"]["operator"] == "score-shard" and models["detector"]["us_per_call"] > 0
+    # one call per round of a batch, not one per record
+    assert 0 < models["detector"]["calls_per_record"] <= 1.0
+    assert models["forecaster"]["calls"] > 0 and models["clusterer"]["operator"] == "score-shard"
 
     st = rep["state"]
     assert st["series"] == 12 and st["series_state_bytes"] > 0 and st["entity_state_bytes"] > 0

@@ -62,9 +62,8 @@ def _run(cfg, models, scen, verdict: str | None, series_too: bool = True) -> tup
                 job.feed_feedback(_verdict(a, verdict))
             else:  # three people's verdicts, each of which counts
                 for _ in range(3):
-                    es = job.entity_state.get("search")
                     fb = parse_feedback(_verdict(a, verdict))
-                    job.entity_state["search"] = job.entity.on_feedback(EntityState.from_bytes(es), fb).to_bytes()
+                    job.logic.entity.on_feedback(job.state.get_entity("search"), fb)
     job.run(_payloads(scen, after_ms=cut), START)
     return first, [json.loads(a) for a in job.alerts[len(first):]]
 

@@ -81,7 +81,7 @@ def test_snapshot_restore_continue_equals_uninterrupted_run(cfg, models, scenari
     first = InProcessJob(cfg, models, context=CTX.get).run(p[:half], START)
     # restore from the encoded state only, into fresh logic objects
     second = InProcessJob(cfg, models, context=CTX.get, series_state=dict(first.series_state),
-                          entity_state=dict(first.entity_state), max_ts=first.max_ts).run(p[half:], START)
+                          entity_state=dict(first.entity_state)).run(p[half:], START)
     assert first.alerts + second.alerts == full_run.alerts
     assert first.forecasts + second.forecasts == full_run.forecasts
     assert second.series_state == full_run.series_state
@@ -209,6 +209,38 @@ def test_late_events_go_to_dead_letters_not_into_state(cfg, models):
     job.feed(json.dumps({**ev, "timestamp": START}).encode(), START)
     assert [d.reason for d in job.dead_letters] == ["late_event"]
     assert SeriesState.from_bytes(job.series_state["s|cpu_util|instance=a"]).window.n == 1
+
+
+def test_an_event_ahead_of_its_series_makes_no_other_series_late(cfg, models):
+    """Event time is per series: one host with a clock an hour ahead blinds nobody else."""
+    job = InProcessJob(cfg, models)
+    ev = {"metric": "cpu_util", "value": 1.0, "service": "s"}
+    for i in range(30):
+        for inst in ("a", "b"):
+            job.feed(json.dumps({**ev, "tags": {"instance": inst}, "timestamp": START + i * 60_000}).encode(), START)
+        if i == 10:  # host a's clock jumps an hour ahead, once
+            job.feed(json.dumps({**ev, "tags": {"instance": "a"}, "timestamp": START + 3_600_000}).encode(), START)
+    late = [d for d in job.dead_letters if d.reason == "late_event"]
+    assert len(late) == 19  # a's normal events after the jump (11..29); all of b's were scored
+    assert all("instance=a" in d.detail for d in late)
+    assert SeriesState.from_bytes(job.series_state["s|cpu_util|instance=b"]).window.n == 30
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_outputs_do_not_depend_on_batch_boundaries(cfg, models, scenario, full_run, batch_size):
+    """The same records cut into other batches give the same records on every output, in the same order."""
+    p = payloads(scenario)
+    p[50:50] = [b"not json", b'{"metric":"m","value":1,"timestamp":1,"service":"s"}']
+    ref = InProcessJob(cfg, models, context=CTX.get).run(p, START, batch_size=256)
+    job = InProcessJob(cfg, models, context=CTX.get).run(p, START, batch_size=batch_size)
+    assert len(ref.alerts) > 0 and len(ref.forecasts) > 0
+    assert job.alerts == ref.alerts
+    assert job.forecasts == ref.forecasts
+    assert job.drift == ref.drift
+    assert [(d.reason, d.detail) for d in job.dead_letters] == [(d.reason, d.detail) for d in ref.dead_letters]
+    assert job.series_state == ref.series_state
+    assert job.entity_state == ref.entity_state
+    assert max(job.batches) == min(batch_size, len(p))
 
 
 class _DownRedis:

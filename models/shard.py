@@ -1,0 +1,212 @@
+"""The logic of one shard for a whole batch of raw records, free of Flink.
+
+A shard is a set of services (the JVM side hashes each record's service to one). The job's one
+Python operator per task manager receives a batch of raw Kafka records of one shard and hands it to
+:meth:`ShardLogic.on_batch`, which parses them (:mod:`udfs.parse`), folds every event into its
+series' state and every scored sample into its service's state, and returns all the outputs.
+
+Events of different series are independent, so a batch is cut into *rounds*: round ``r`` holds the
+``r``-th event of each series in the batch, and each round calls the detector and the forecaster
+once (:meth:`models.pipeline.SeriesLogic.on_round`). The entity step (clusterer, classifier,
+grouping) then runs over the scored samples in arrival order. Each series sees its events in
+arrival order and each service its samples in arrival order, so the outputs do not depend on where
+the batch boundaries fall: one record at a time gives the same outputs (``tests/pipeline``).
+
+Event time is per series: an event more than ``out_of_orderness_ms`` behind the latest event of its
+own series is late (a dead letter ``late_event``); no other series' clock can make it late.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.config import AlertConfig, ScoringConfig
+from models.pipeline import EntityLogic, EntityState, ModelBundle, Scored, SeriesLogic, SeriesState, score_json
+from udfs.parse import DeadLetter, Feedback, MetricEvent, ParseLimits, parse_feedback, parse_record
+
+METRIC, FEEDBACK = 0, 1  # record kinds in a batch (the JVM batcher's ``kind`` column)
+
+
+@dataclass
+class ShardState:
+    """Working copy of a shard's keyed state: series and service states by name.
+
+    States are decoded from their stored bytes (``load_series`` / ``load_entity``) on first touch
+    and kept decoded; :meth:`take_dirty` encodes the ones a batch changed, for the caller to write
+    through to durable state before the next checkpoint barrier.
+    """
+
+    load_series: Callable[[str], bytes | None]
+    load_entity: Callable[[str], bytes | None]
+    series: dict[str, SeriesState] = field(default_factory=dict)
+    entities: dict[str, EntityState] = field(default_factory=dict)
+    dirty_series: set[str] = field(default_factory=set)
+    dirty_entities: set[str] = field(default_factory=set)
+
+    def get_series(self, key: str) -> SeriesState:
+        st = self.series.get(key)
+        if st is None:
+            raw = self.load_series(key)
+            st = SeriesState.from_bytes(raw) if raw is not None else SeriesState()
+            self.series[key] = st
+        return st
+
+    def get_entity(self, service: str) -> EntityState:
+        st = self.entities.get(service)
+        if st is None:
+            raw = self.load_entity(service)
+            st = EntityState.from_bytes(raw) if raw is not None else EntityState()
+            self.entities[service] = st
+        return st
+
+    def take_dirty(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The encodings of every series and service state changed since the last call."""
+        s = {k: self.series[k].to_bytes() for k in self.dirty_series}
+        e = {k: self.entities[k].to_bytes() for k in self.dirty_entities}
+        self.dirty_series.clear()
+        self.dirty_entities.clear()
+        return s, e
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch produced, each list in arrival order of the records that caused it."""
+
+    alerts: list[str] = field(default_factory=list)
+    forecasts: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    shadow: list[str] = field(default_factory=list)
+    scores: list[str] = field(default_factory=list)  # vigil.score/v1, when asked for
+    scored: list[Scored] = field(default_factory=list)  # when asked for (in-process runs)
+    # (refusal, raw payload, kind, partition, offset)
+    dead_letters: list[tuple[DeadLetter, bytes, int, int, int]] = field(default_factory=list)
+    events: int = 0  # valid metric events
+    late: int = 0
+    rounds: int = 0
+
+
+@dataclass
+class _Item:
+    pos: int  # arrival position in the batch (records may yield several events)
+    ev: Any  # MetricEvent | Feedback
+    scored: Scored | None = None
+    side: list[tuple[str, str]] = field(default_factory=list)
+
+
+class ShardLogic:
+    """Parses, scores and alerts a batch of one shard's raw records."""
+
+    def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, models: ModelBundle,
+                 context: Callable[[str], dict[str, Any]], limits: ParseLimits, out_of_orderness_ms: int,
+                 emit_scores: bool = False, keep_scored: bool = False) -> None:
+        self.scoring = scoring
+        self.limits = limits
+        self.out_of_orderness_ms = out_of_orderness_ms
+        self.emit_scores = emit_scores
+        self.keep_scored = keep_scored
+        self.series = SeriesLogic(scoring, models)
+        self.entity = EntityLogic(scoring, alerts, models, context)
+
+    @property
+    def models(self) -> ModelBundle:
+        return self.series.models
+
+    def on_batch(self, state: ShardState, kinds: Sequence[int], payloads: Sequence[bytes],
+                 partitions: Sequence[int], offsets: Sequence[int], now_ms: int) -> BatchResult:
+        """Fold a batch of raw records (parallel columns) into ``state``; return what it produced."""
+        res = BatchResult()
+        items: list[_Item] = []
+        dead: list[tuple[int, tuple[DeadLetter, bytes, int, int, int]]] = []
+        for pos, kind in enumerate(kinds):
+            payload = payloads[pos]
+            if kind == FEEDBACK:
+                fb = parse_feedback(payload, self.limits.max_bytes)
+                if isinstance(fb, DeadLetter):
+                    dead.append((pos, (fb, payload, kind, partitions[pos], offsets[pos])))
+                else:
+                    items.append(_Item(pos, fb))
+                continue
+            out = parse_record(payload, now_ms, self.limits)
+            if isinstance(out, DeadLetter):
+                dead.append((pos, (out, payload, kind, partitions[pos], offsets[pos])))
+                continue
+            for ev in out:
+                items.append(_Item(pos, ev))
+        # rounds: the r-th item of each series in round r
+        rounds: list[list[_Item]] = []
+        seen: dict[str, int] = {}
+        for it in items:
+            r = seen.get(it.ev.series, 0)
+            seen[it.ev.series] = r + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(it)
+        res.rounds = len(rounds)
+        for rnd in rounds:
+            self._series_round(state, rnd, now_ms, partitions, offsets, dead, res)
+        # entities, in arrival order
+        for it in items:
+            ev = it.ev
+            if type(ev) is Feedback:
+                state.entities[ev.service] = self.entity.on_feedback(state.get_entity(ev.service), ev)
+                state.dirty_entities.add(ev.service)
+                continue
+            s = it.scored
+            if s is None:  # late
+                continue
+            est, alerts, e_side = self.entity.on_record(state.get_entity(s.service), s, now_ms)
+            state.entities[s.service] = est
+            state.dirty_entities.add(s.service)
+            res.alerts.extend(alerts)
+            for kind, record in it.side + e_side:
+                getattr(res, _SIDE[kind]).append(record)
+            if self.emit_scores:
+                res.scores.append(score_json(s))
+            if self.keep_scored:
+                res.scored.append(s)
+        dead.sort(key=lambda d: d[0])
+        res.dead_letters = [d for _, d in dead]
+        return res
+
+    def _series_round(self, state: ShardState, rnd: list[_Item], now_ms: int, partitions: Sequence[int],
+                      offsets: Sequence[int], dead: list, res: BatchResult) -> None:
+        sts: list[SeriesState] = []
+        evs: list[MetricEvent] = []
+        its: list[_Item] = []
+        for it in rnd:
+            ev = it.ev
+            st = state.get_series(ev.series)
+            if type(ev) is Feedback:
+                self.series.on_feedback(st, ev)
+                state.dirty_series.add(ev.series)
+                continue
+            if ev.ts_ms < st.max_ts_ms - self.out_of_orderness_ms - 1:
+                res.late += 1
+                detail = (f"event time {ev.ts_ms} is more than {self.out_of_orderness_ms} ms behind the latest "
+                          f"event time {st.max_ts_ms} of its series {ev.series}")
+                dead.append((it.pos, (DeadLetter("late_event", detail), _event_json(ev), METRIC,
+                                      partitions[it.pos], offsets[it.pos])))
+                continue
+            sts.append(st)
+            evs.append(ev)
+            its.append(it)
+        if not evs:
+            return
+        scored, sides = self.series.on_round(sts, evs, self.scoring.entity_tag, now_ms)
+        res.events += len(evs)
+        for it, s, side in zip(its, scored, sides, strict=True):
+            it.scored = s
+            it.side = side
+            state.dirty_series.add(s.series)
+
+
+_SIDE = {"forecast": "forecasts", "drift": "drift", "shadow": "shadow"}
+
+
+def _event_json(ev: MetricEvent) -> bytes:
+    """A late event as native JSON, the payload of its dead letter (one record may hold several events)."""
+    return json.dumps({"metric": ev.metric, "value": ev.value, "timestamp": ev.ts_ms, "service": ev.service,
+                       "tags": dict(ev.tags)}).encode()
