@@ -87,6 +87,7 @@ NOISE = {"cpu_util": 0.04, "memory_util": 0.01, "latency_p99_ms": 0.06, "error_r
          "requests_per_s": 0.03, "disk_util": 0.005}
 OPERATORS = ("score-shard",)  # the job's one Python operator (operators.functions.ScoreShard)
 TARGETS = ("job-exactly-once", "job-at-least-once", "baseline")
+LATENCY_LOAD = 0.7  # the latency phases run at this share of the exactly-once job's measured maximum
 
 
 def log(msg: str) -> None:
@@ -429,7 +430,7 @@ class Runner:
 
     def run(self, t: Target, fleet: Fleet, backlog_n: int, window: tuple[int, int],
             rate: float | None) -> dict[str, Any]:
-        """Throughput on the backlog, then latency at ``rate`` (None: half the throughput measured)."""
+        """Throughput on the backlog, then latency at ``rate`` (None: 70% of the throughput measured)."""
         from kafka import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -494,7 +495,7 @@ class Runner:
                 except (OSError, KeyError, ValueError):
                     res["checkpoint"] = None
             if rate is None:
-                rate = max(math.floor(steady["events_per_s"] / 2 / 10) * 10, 10)
+                rate = max(math.floor(steady["events_per_s"] * LATENCY_LOAD / 10) * 10, 10)
             res["latency"] = self.latency(t, p, fleet, rate, admin)
         finally:
             watch.stop_flag.set()
@@ -726,7 +727,7 @@ def build_report(args: argparse.Namespace, fleet: Fleet, results: dict[str, dict
                        "backlog_events": backlog["events"], "backlog_spikes": backlog["spikes"],
                        "backlog_steps_per_series": backlog["steps"], "step_s": STEP_MS // 1000,
                        "rate": eo["latency"]["rate"], "rate_chosen": "given" if args.rate != "auto"
-                       else "half the exactly-once job's measured throughput",
+                       else "70% of the exactly-once job's measured throughput",
                        "duration_s": args.duration, "spikes": args.spikes, "drain_s": args.drain,
                        "job_heap": args.job_heap, "steady_window_offsets": backlog["window"],
                        "checkpoint_interval_ms": cfg.job.checkpoint_interval_ms,
@@ -918,11 +919,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=500, help="number of series (default: %(default)s)")
     ap.add_argument("--instances", type=int, default=2, help="instances per service (default: %(default)s)")
-    ap.add_argument("--events", type=int, default=80_000,
+    ap.add_argument("--events", type=int, default=400_000,
                     help="backlog size for the throughput phase, rounded up to whole steps (default: %(default)s)")
     ap.add_argument("--backlog-spikes", type=int, default=20, help="spikes in the backlog (default: %(default)s)")
     ap.add_argument("--rate", default="auto",
-                    help="events/s of the latency phases (default: half the exactly-once job's throughput)")
+                    help="events/s of the latency phases (default: 70%% of the exactly-once job's throughput)")
     ap.add_argument("--duration", type=float, default=30, help="seconds of each latency phase (default: %(default)s)")
     ap.add_argument("--spikes", type=int, default=40, help="spikes in each latency phase (default: %(default)s)")
     ap.add_argument("--drain", type=float, default=15,
