@@ -31,7 +31,7 @@ from models.pipeline import (
     score_json,
 )
 from operators.stats import instrumented
-from udfs.parse import DeadLetter, Feedback, ParseLimits, parse_feedback, parse_record
+from udfs.parse import DeadLetter, Feedback, ParseLimits, parse_feedback, parse_model_update, parse_record
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
@@ -151,12 +151,12 @@ class HotSwap(KeyedBroadcastProcessFunction):
 
     def process_broadcast_element(self, row, ctx):
         now = _now_ms()
-        try:
-            ev = json.loads(bytes(row[0]))
-            model, version, alias = ev["model"], ev["version"], ev.get("alias", "production")
-        except (ValueError, KeyError, TypeError) as e:
-            yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused", f"unreadable update: {e}", now)
+        update = parse_model_update(bytes(row[0]) if row[0] is not None else b"")
+        if isinstance(update, DeadLetter):
+            yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused",
+                                             f"unreadable update ({update.reason}): {update.detail}", now)
             return
+        model, version, alias = update
         try:
             previous = self._bundle().swap(self.registry_root, model, version, alias)
         except Exception as e:  # noqa: BLE001 - any failure means: keep serving the old version
