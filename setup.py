@@ -23,5 +23,5 @@ setup(
         "matplotlib==3.11.2",
         "tqdm==4.70.1",
     ],
-    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"]},
 )

@@ -140,9 +140,15 @@ class RegistryConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
+    """Bounds on what a record may be (see :class:`udfs.parse.ParseLimits`); beyond them it is a dead letter."""
+
     max_bytes: int = 65536
     max_past_s: int | None = 7 * 86400
     max_future_s: int | None = 3600
+    max_depth: int = ParseLimits.max_depth
+    max_tags: int = ParseLimits.max_tags
+    max_tag_key_len: int = ParseLimits.max_tag_key_len
+    max_tag_value_len: int = ParseLimits.max_tag_value_len
 
     def __post_init__(self) -> None:
         check_positive_int(self, "max_bytes", self.max_bytes)
@@ -150,9 +156,13 @@ class ValidationConfig:
             check_positive_int(self, "max_past_s", self.max_past_s)
         if self.max_future_s is not None:
             check_positive_int(self, "max_future_s", self.max_future_s)
+        for name in ("max_depth", "max_tags", "max_tag_key_len", "max_tag_value_len"):
+            check_positive_int(self, name, getattr(self, name))
 
     def limits(self) -> ParseLimits:
-        return ParseLimits(self.max_bytes, self.max_past_s, self.max_future_s)
+        return ParseLimits(max_bytes=self.max_bytes, max_past_s=self.max_past_s, max_future_s=self.max_future_s,
+                           max_depth=self.max_depth, max_tags=self.max_tags, max_tag_key_len=self.max_tag_key_len,
+                           max_tag_value_len=self.max_tag_value_len)
 
 
 @dataclass(frozen=True)

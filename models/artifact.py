@@ -7,15 +7,19 @@ Layout (one folder per model version, never modified once written)::
     <root>/<name>/<version>/manifest.json
 
 The version is content-addressed: ``"v-"`` plus the first 12 hex digits of a SHA-256 over the
-ONNX bytes, the feature schema, the post-processing parameters and the training-data
-fingerprint. Retraining on the same data with the same code and parameters therefore yields
-the same version, and writing it again is a no-op.
+whole manifest (which holds the SHA-256 of ``model.onnx``), except the version itself and the
+store's bookkeeping of when and after which version it was written (``created_at``,
+``parent_version``; ``index.json`` keeps them too). Retraining on the same data with the same code,
+libraries and parameters therefore yields the same version, and writing it again is a no-op.
+A version string is checked against that pattern before any path is built from it.
 
 Loading verifies, in order, that the manifest is readable and names this model and version,
-that ``model.onnx`` hashes to the manifest's ``sha256``, that the manifest's feature schema is
-exactly the schema the running code computes, that onnxruntime accepts the graph, and that one
-smoke inference returns finite numbers. Any failure raises :class:`ArtifactError` with a
-message that says which check failed, so an operator can keep serving the previous version.
+that ``model.onnx`` hashes to the manifest's ``sha256``, that the manifest hashes to its version
+(so a threshold edited after publishing is refused like a flipped byte in the model), that the
+manifest's feature schema is exactly the schema the running code computes, that onnxruntime
+accepts the graph, and that one smoke inference returns finite numbers. Any failure raises
+:class:`ArtifactError` with a message that says which check failed, so an operator can keep
+serving the previous version.
 
 This module never imports pyflink; Redis is only touched through a client the caller passes.
 """
@@ -31,6 +35,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -54,6 +59,11 @@ _CALLER_KEYS = frozenset(
      "parent_version", "description"}
 )
 _REQUIRED_CALLER_KEYS = ("feature_schema", "inputs", "outputs", "training_data", "postprocessing")
+VERSION_PATTERN = re.compile(r"v-[0-9a-f]{12}")
+# Manifest keys the content address leaves out: the address itself, and when and after which
+# version the store wrote it (covering those would make each rewrite of an artifact a new version).
+UNADDRESSED_KEYS = frozenset({"version", "created_at", "parent_version"})
+_ADDRESS_SCHEME = b"vigil.artifact-address/v2\x00"  # v1 hashed the model, schema, post-processing and data only
 
 
 class ArtifactError(Exception):
@@ -109,18 +119,26 @@ def schema_entries(schema: Sequence[str] | Sequence[Mapping[str, str]]) -> list[
     return out
 
 
-def content_version(onnx_bytes: bytes, feature_schema: Sequence[Any], postprocessing: Mapping[str, Any],
-                    fingerprint: str) -> str:
-    """The content-addressed version of an artifact: same inputs, same version."""
-    h = hashlib.sha256()
-    h.update(onnx_bytes)
-    h.update(b"\x00schema\x00")
-    h.update(canonical_json(schema_entries(feature_schema)))
-    h.update(b"\x00post\x00")
-    h.update(canonical_json(postprocessing))
-    h.update(b"\x00data\x00")
-    h.update(str(fingerprint).encode())
-    return "v-" + h.hexdigest()[:12]
+def content_version(manifest: Mapping[str, Any]) -> str:
+    """The content address of a manifest: same content, same version.
+
+    It covers every key but :data:`UNADDRESSED_KEYS`, the ``sha256`` of ``model.onnx`` among them,
+    so it covers the model too once that hash is checked against the file.
+    """
+    addressed = {k: v for k, v in manifest.items() if k not in UNADDRESSED_KEYS}
+    return "v-" + hashlib.sha256(_ADDRESS_SCHEME + canonical_json(addressed)).hexdigest()[:12]
+
+
+def check_version(version: object) -> str:
+    """``version`` if it is a content address (``"v-"`` and 12 hex digits), else :class:`ArtifactError`.
+
+    Every store method that takes a version calls this before it builds a path, so that a version
+    from a Kafka topic or Redis (``"../x"``) can never leave the store.
+    """
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+        raise ArtifactError(f"The 'version' parameter must be a content address ('v-' and 12 hex digits). "
+                            f"Got {str(version)[:60]!r}.")
+    return version
 
 
 def library_versions() -> dict[str, str | None]:
@@ -272,6 +290,43 @@ def check_schema(manifest: Mapping[str, Any], expected_schema: Sequence[str], la
         raise ArtifactError(f"feature schema mismatch for {label}: dtype must be {FEATURE_DTYPE}, got {bad[0]}")
 
 
+def stamp_manifest(name: str, onnx_bytes: bytes, manifest_fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of an artifact, version included, as a store would write it (less its parent).
+
+    Training uses it to know a version before publishing it (the classifier records the versions
+    of the models it was trained on). ``manifest_fields`` is described at :meth:`ArtifactStore.write`.
+    """
+    unknown = set(manifest_fields) - _CALLER_KEYS
+    if unknown:
+        raise ArtifactError(
+            f"The 'manifest_fields' parameter of ArtifactStore.write got unknown keys {sorted(unknown)}; "
+            f"allowed: {sorted(_CALLER_KEYS)}.")
+    missing = [k for k in _REQUIRED_CALLER_KEYS if k not in manifest_fields]
+    if missing:
+        raise ArtifactError(f"The 'manifest_fields' parameter of ArtifactStore.write lacks {missing}.")
+    td = manifest_fields["training_data"]
+    if not isinstance(td, Mapping) or "fingerprint" not in td:
+        raise ArtifactError("The 'training_data' manifest field must be a dict with a 'fingerprint'.")
+    manifest: dict[str, Any] = {
+        "name": name,
+        "sha256": sha256_hex(onnx_bytes),
+        "description": to_jsonable(manifest_fields.get("description", "")),
+        "feature_schema": schema_entries(manifest_fields["feature_schema"]),
+        "inputs": to_jsonable(manifest_fields["inputs"]),
+        "outputs": to_jsonable(manifest_fields["outputs"]),
+        "opset": to_jsonable(manifest_fields.get("opset") or onnx_opsets(onnx_bytes)),
+        "library_versions": library_versions(),
+        "training_data": to_jsonable(td),
+        "evaluation": to_jsonable(manifest_fields.get("evaluation", {})),
+        "postprocessing": to_jsonable(manifest_fields["postprocessing"]),
+        "git_commit": git_commit(),
+        "parent_version": None,
+        "created_at": utc_now_iso(),
+    }
+    manifest["version"] = content_version(manifest)
+    return manifest
+
+
 # --------------------------------------------------------------------------------------------
 # Store
 # --------------------------------------------------------------------------------------------
@@ -322,7 +377,7 @@ class ArtifactStore:
         if d.is_dir():
             for sub in d.iterdir():
                 mf = sub / MANIFEST_FILE
-                if sub.is_dir() and not sub.name.startswith(".") and mf.exists():
+                if sub.is_dir() and VERSION_PATTERN.fullmatch(sub.name) and mf.exists():
                     try:
                         m = json.loads(mf.read_text())
                         entries.append({"version": sub.name, "created_at": m.get("created_at", ""),
@@ -340,28 +395,33 @@ class ArtifactStore:
         v = self.versions(name)
         return v[-1] if v else None
 
+    def path(self, name: str, version: str) -> Path:
+        """The folder of one version (which need not exist); the version must be a content address."""
+        return self._model_dir(name) / check_version(version)
+
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         """The manifest of one version (not verified against the model file)."""
-        path = self._model_dir(name) / version / MANIFEST_FILE
+        path = self.path(name, version) / MANIFEST_FILE
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            data = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise ArtifactError(f"no artifact {name} {version} under {self.root} (missing {path.name})") from exc
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ArtifactError(f"cannot read manifest of {name} {version}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ArtifactError(f"manifest of {name} {version} is a JSON {type(data).__name__}, not an object")
+        return data
 
-    def load(self, name: str, version: str | None, expected_schema: Sequence[str]) -> LoadedModel:
-        """Load and verify one version (``None`` = latest). Raises :class:`ArtifactError` on any mismatch."""
-        if version is None:
-            version = self.latest(name)
-            if version is None:
-                raise ArtifactError(f"no versions of {name} under {self.root}")
+    def verify(self, name: str, version: str) -> tuple[dict[str, Any], bytes]:
+        """The manifest and model bytes of one version, after the integrity checks: the manifest names
+        this model and version, ``model.onnx`` hashes to its ``sha256``, and the manifest hashes to
+        the version. Raises :class:`ArtifactError` naming the first check that failed."""
         label = f"{name} {version}"
         manifest = self.manifest(name, version)
         if manifest.get("name") != name or manifest.get("version") != version:
             raise ArtifactError(
                 f"manifest of {label} names {manifest.get('name')} {manifest.get('version')}")
-        path = self._model_dir(name) / version / MODEL_FILE
+        path = self.path(name, version) / MODEL_FILE
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -370,44 +430,31 @@ class ArtifactStore:
         if digest != manifest.get("sha256"):
             raise ArtifactError(
                 f"sha256 mismatch for {label}: manifest says {manifest.get('sha256')}, file hashes to {digest}")
+        address = content_version(manifest)
+        if address != version:
+            raise ArtifactError(
+                f"content address mismatch for {label}: the manifest hashes to {address}; it was changed "
+                f"after {version} was published")
+        return manifest, data
+
+    def load(self, name: str, version: str | None, expected_schema: Sequence[str]) -> LoadedModel:
+        """Load and verify one version (``None`` = latest). Raises :class:`ArtifactError` on any mismatch."""
+        if version is None:
+            version = self.latest(name)
+            if version is None:
+                raise ArtifactError(f"no versions of {name} under {self.root}")
+        manifest, data = self.verify(name, version)
         return LoadedModel.from_bytes(data, manifest, expected_schema)
 
     # -- writing ------------------------------------------------------------------------------
 
     def build_manifest(self, name: str, onnx_bytes: bytes, manifest_fields: Mapping[str, Any]) -> dict[str, Any]:
         """The complete manifest ``write`` would store (the version included), without writing."""
-        unknown = set(manifest_fields) - _CALLER_KEYS
-        if unknown:
-            raise ArtifactError(
-                f"The 'manifest_fields' parameter of ArtifactStore.write got unknown keys {sorted(unknown)}; "
-                f"allowed: {sorted(_CALLER_KEYS)}.")
-        missing = [k for k in _REQUIRED_CALLER_KEYS if k not in manifest_fields]
-        if missing:
-            raise ArtifactError(f"The 'manifest_fields' parameter of ArtifactStore.write lacks {missing}.")
-        td = manifest_fields["training_data"]
-        if not isinstance(td, Mapping) or "fingerprint" not in td:
-            raise ArtifactError("The 'training_data' manifest field must be a dict with a 'fingerprint'.")
-        schema = schema_entries(manifest_fields["feature_schema"])
-        post = to_jsonable(manifest_fields["postprocessing"])
-        version = content_version(onnx_bytes, schema, post, str(td["fingerprint"]))
+        self._model_dir(name)
+        manifest = stamp_manifest(name, onnx_bytes, manifest_fields)
         parent = manifest_fields.get("parent_version", self.latest(name))
-        return {
-            "name": name,
-            "version": version,
-            "sha256": sha256_hex(onnx_bytes),
-            "description": manifest_fields.get("description", ""),
-            "feature_schema": schema,
-            "inputs": to_jsonable(manifest_fields["inputs"]),
-            "outputs": to_jsonable(manifest_fields["outputs"]),
-            "opset": to_jsonable(manifest_fields.get("opset") or onnx_opsets(onnx_bytes)),
-            "library_versions": library_versions(),
-            "training_data": to_jsonable(td),
-            "evaluation": to_jsonable(manifest_fields.get("evaluation", {})),
-            "postprocessing": post,
-            "parent_version": parent if parent != version else None,
-            "created_at": utc_now_iso(),
-            "git_commit": git_commit(),
-        }
+        manifest["parent_version"] = parent if parent != manifest["version"] else None
+        return manifest
 
     def write(self, name: str, onnx_bytes: bytes, manifest_fields: Mapping[str, Any]) -> str:
         """Store a new version and return it; writing an existing version changes nothing.
@@ -420,7 +467,7 @@ class ArtifactStore:
         version = manifest["version"]
         model_dir = self._model_dir(name)
         with self._lock(name):
-            final = model_dir / version
+            final = self.path(name, version)
             if not final.exists():
                 tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
                 try:

@@ -51,7 +51,7 @@ from models.features import (
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
-from udfs.parse import Feedback
+from udfs.parse import Feedback, split_series_key
 
 ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
@@ -752,7 +752,7 @@ class EntityLogic:
             del st.groups[cat]
 
         n_entities = max(len(st.latest), 1)
-        involved = {r.split("|", 2)[2] for r in group["related"]}
+        involved = {split_series_key(r)[2] for r in group["related"]}
         frac = 1.0 if s.entity is None else min(len(involved) / n_entities, 1.0)
         explanation = m.detector.explain(det)[:3]
         fc = s.forecast

@@ -24,7 +24,7 @@ from models.context import ContextCache, connect
 from models.pipeline import ENTITY_STATE, SERIES_STATE, ModelBundle
 from models.shard import FEEDBACK, ShardLogic, ShardState
 from operators.stats import instrumented
-from udfs.parse import ParseLimits
+from udfs.parse import DeadLetter, ParseLimits, parse_model_update
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
@@ -87,12 +87,12 @@ class HotSwap(KeyedBroadcastProcessFunction):
 
     def process_broadcast_element(self, row, ctx):
         now = _now_ms()
-        try:
-            ev = json.loads(bytes(row[0]))
-            model, version, alias = ev["model"], ev["version"], ev.get("alias", "production")
-        except (ValueError, KeyError, TypeError) as e:
-            yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused", f"unreadable update: {e}", now)
+        update = parse_model_update(bytes(row[0]) if row[0] is not None else b"")
+        if isinstance(update, DeadLetter):
+            yield MODEL_EVENTS, _model_event(self.operator_name, None, None, "refused",
+                                             f"unreadable update ({update.reason}): {update.detail}", now)
             return
+        model, version, alias = update
         try:
             previous = self._bundle().swap(self.registry_root, model, version, alias)
         except Exception as e:  # noqa: BLE001 - any failure means: keep serving the old version

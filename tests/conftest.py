@@ -1,6 +1,7 @@
 """Shared fixtures: trained model versions, and the real Kafka and Redis that `make test` starts.
 
-Tiers (markers): unit tests need nothing; ``flink`` tests run the job graph on the local
+Tiers (markers): unit tests need nothing (``fuzz`` marks the slower property-based fuzzing among
+them, which still runs by default); ``flink`` tests run the job graph on the local
 MiniCluster; ``integration`` tests talk to the real broker and Redis (addresses from
 VIGIL_KAFKA_BOOTSTRAP and VIGIL_REDIS_URL, which scripts/run-tests.sh sets after starting them).
 """
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_configure(config):
     config.addinivalue_line("markers", "flink: runs a job graph on the local Flink MiniCluster")
     config.addinivalue_line("markers", "integration: needs the real Kafka broker and Redis server")
+    config.addinivalue_line("markers", "fuzz: property-based fuzzing (unit tier; about a minute)")
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from udfs.parse import split_series_key
+
 DRIFT_SCHEMA = "vigil.drift/v1"
 DRIFT_MODELS = ("detector", "forecaster")
 DRIFT_WEIGHT = 3.0
@@ -131,7 +133,11 @@ def parse_drift(records: Iterable[tuple[str, bytes]], since_ms: int | None = Non
             out.bad.append(_bad(where, "wrong_schema", f"schema {obj.get('schema')!r}, expected {DRIFT_SCHEMA!r}"))
             continue
         series = obj.get("series")
-        if not isinstance(series, str) or series.count("|") < 2:
+        try:
+            key_metric = split_series_key(series)[1] if isinstance(series, str) else None
+        except ValueError:
+            key_metric = None
+        if key_metric is None:
             out.bad.append(_bad(where, "bad_series", f"series {series!r} is not a series key 'service|metric|tags'"))
             continue
         model = obj.get("model")
@@ -146,7 +152,7 @@ def parse_drift(records: Iterable[tuple[str, bytes]], since_ms: int | None = Non
         if since_ms is not None and detected < since_ms:
             out.before_since += 1
             continue
-        metric = obj["metric"] if isinstance(obj.get("metric"), str) else series.split("|")[1]
+        metric = obj["metric"] if isinstance(obj.get("metric"), str) else key_metric
         version = obj.get("model_version")
         out.events.append(DriftEvent(series, metric, model, str(obj.get("signal", "")), str(obj.get("detector", "")),
                                      version if isinstance(version, str) else None, detected, where))

@@ -49,6 +49,7 @@ import numpy as np
 from models.features import FORECAST_HORIZONS_MIN, FORECASTER_FEATURES, SeriesWindow
 from training.data import LABEL_MARGIN_MS, MINUTE_MS, DetectorData, Extract, ForecastData
 from training.simulate import Incident, Scenario, _effect
+from udfs.parse import split_series_key
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def nab_jobs(series: Sequence[Series], seed: int, limit: int | None) -> list[tup
     parts = split_nab(series, seed)
     jobs = []
     for role, ss in parts.items():
-        spec = SeriesSpec("nab", role, (("files", [s.key.split("|")[0] + "/" + s.metric for s in ss]),
+        spec = SeriesSpec("nab", role, (("files", [split_series_key(s.key)[0] + "/" + s.metric for s in ss]),
                                          ("rows", int(sum(len(s.ts) for s in ss))), ("limit", limit),
                                          ("sha256", content_digest(ss))))
         jobs.append((role, (list(ss), spec, {"detector": True, "forecast_every": FORECAST_EVERY[role]})))
@@ -547,7 +548,7 @@ def metric_kind_weights(keys: Sequence[str], series_idx: np.ndarray, kinds: Iter
     from models.features import metric_kind
 
     want = set(kinds)
-    per_series = np.asarray([weight if metric_kind(k.split("|")[1]) in want else 1.0 for k in keys] or [1.0])
+    per_series = np.asarray([weight if metric_kind(split_series_key(k)[1]) in want else 1.0 for k in keys] or [1.0])
     return per_series[np.asarray(series_idx, dtype=np.int64)] if len(keys) else np.ones(len(series_idx))
 
 

@@ -50,7 +50,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from models.artifact import ArtifactStore, LoadedModel, canonical_json, content_version, schema_entries
+from models.artifact import ArtifactStore, LoadedModel, canonical_json, schema_entries, stamp_manifest
 from models.classifier import HEADS, LABELS, OUTPUT, ClassifierModel
 from models.clusterer import ClustererModel
 from models.detector import DetectorModel, TailCalibration, adaptive_thresholds
@@ -1140,9 +1140,7 @@ def fit_all(cfg: TrainConfig, data: Datasets, workers: Workers | None = None,
     # the classifier was trained on these exact upstream versions
     up = out["classifier"].fields["training_data"]["upstream"]
     for name in ("detector", "forecaster", "clusterer"):
-        f = out[name].fields
-        up[name] = content_version(out[name].onnx_bytes, f["feature_schema"], f["postprocessing"],
-                                   f["training_data"]["fingerprint"])
+        up[name] = stamp_manifest(name, out[name].onnx_bytes, out[name].fields)["version"]
     return {name: out[name] for name in MODEL_NAMES}
 
 

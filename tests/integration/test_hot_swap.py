@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.launch import start_job, stop_job
-from models.artifact import ArtifactStore
+from models.artifact import ArtifactStore, content_version
 from models.context import connect, seed
 from models.registry import Registry, kafka_publisher
 from tests.integration.kafka_helpers import job_config, produce, read_all, wait_for
@@ -62,7 +62,7 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         assert d["both_alert"] + d["only_production_alerts"] + d["only_shadow_alerts"] <= d["inputs"]
 
         # a corrupted detector version: one flipped byte in model.onnx
-        bad = store_root / "detector" / "v-corrupted0000"
+        bad = store_root / "detector" / "v-00000000bad0"
         shutil.copytree(store_root / "detector" / v1["detector"], bad)
         manifest = json.loads((bad / "manifest.json").read_text())
         manifest["version"] = bad.name
@@ -71,12 +71,13 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         data[len(data) // 2] ^= 0xFF
         (bad / "model.onnx").write_bytes(bytes(data))
         publish({"model": "detector", "version": bad.name, "alias": "production"})
-        # a detector version whose manifest promises another feature schema than the job computes
-        odd = store_root / "detector" / "v-schemamismat"
-        shutil.copytree(store_root / "detector" / v1["detector"], odd)
-        manifest = json.loads((odd / "manifest.json").read_text())
-        manifest["version"] = odd.name
+        # a detector version whose manifest promises another feature schema than the job computes,
+        # published as such (its content address is right, so that the schema check is what refuses it)
+        manifest = json.loads((store_root / "detector" / v1["detector"] / "manifest.json").read_text())
         manifest["feature_schema"] = list(reversed(manifest["feature_schema"]))
+        manifest["version"] = content_version(manifest)
+        odd = store_root / "detector" / manifest["version"]
+        shutil.copytree(store_root / "detector" / v1["detector"], odd)
         (odd / "manifest.json").write_text(json.dumps(manifest))
         publish({"model": "detector", "version": odd.name, "alias": "production"})
 

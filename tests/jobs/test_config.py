@@ -14,6 +14,15 @@ def test_shipped_config_is_valid():
     assert cfg.job.flink_options == {}
 
 
+def test_validation_caps_reach_the_parser():
+    from udfs.parse import ParseLimits
+
+    assert VigilConfig.load(DEFAULT_CONFIG).validation.limits() == ParseLimits()
+    cfg = VigilConfig.load(DEFAULT_CONFIG, overrides={"validation": {"max_tags": 4, "max_depth": 3}})
+    limits = cfg.validation.limits()
+    assert (limits.max_tags, limits.max_depth, limits.max_tag_key_len) == (4, 3, 64)
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -28,6 +37,10 @@ def test_shipped_config_is_valid():
         ({"nonsense": {}}, "Unknown section(s) ['nonsense']"),
         ({"job": {"flink_options": ["rest.port"]}},
          "The 'flink_options' parameter of JobConfig must be a mapping of Flink options"),
+        ({"validation": {"max_tags": -5}},
+         "The 'max_tags' parameter of ValidationConfig must be a positive integer. Got -5."),
+        ({"validation": {"max_depth": 0}},
+         "The 'max_depth' parameter of ValidationConfig must be a positive integer. Got 0."),
     ],
 )
 def test_bad_values_fail_at_build_time_with_specific_messages(override, message):

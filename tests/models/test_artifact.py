@@ -13,9 +13,11 @@ from models.artifact import (
     ArtifactError,
     ArtifactStore,
     LoadedModel,
+    VERSION_PATTERN,
     content_version,
     resolve_version,
     schema_entries,
+    stamp_manifest,
 )
 from models.features import CLUSTERER_FEATURES, DETECTOR_FEATURES
 from training.export import kmeans_distance_onnx, run_onnx
@@ -70,22 +72,24 @@ def test_manifest_has_every_documented_key(tmp_path: Path, onnx_bytes: bytes) ->
 def test_version_is_content_addressed_and_rewrites_are_no_ops(tmp_path: Path, onnx_bytes: bytes) -> None:
     store = ArtifactStore(tmp_path)
     v1 = store.write("clusterer", onnx_bytes, _fields())
-    assert v1 == content_version(onnx_bytes, schema_entries(CLUSTERER_FEATURES), {"centroids": CENTROIDS.tolist()},
-                                 "sha256:abc")
-    assert v1.startswith("v-") and len(v1) == 14
+    assert v1 == content_version(store.manifest("clusterer", v1)) == stamp_manifest("clusterer", onnx_bytes,
+                                                                                    _fields())["version"]
+    assert VERSION_PATTERN.fullmatch(v1)
     assert store.write("clusterer", onnx_bytes, _fields()) == v1
     assert store.versions("clusterer") == [v1]
     # any change to post-processing or training data is a new version whose parent is the old one
     v2 = store.write("clusterer", onnx_bytes, _fields(post={"centroids": CENTROIDS * 2}))
     v3 = store.write("clusterer", onnx_bytes, _fields(fingerprint="sha256:def"))
-    assert len({v1, v2, v3}) == 3
-    assert store.versions("clusterer") == [v1, v2, v3]
-    assert store.latest("clusterer") == v3
+    v4 = store.write("clusterer", onnx_bytes, {**_fields(), "evaluation": {"note": 2.0}})
+    assert len({v1, v2, v3, v4}) == 4
+    store.write("clusterer", onnx_bytes, _fields())  # the same content again, now after v4: still v1, still a no-op
+    assert store.versions("clusterer") == [v1, v2, v3, v4]
+    assert store.latest("clusterer") == v4
     assert store.manifest("clusterer", v1)["parent_version"] is None
     assert store.manifest("clusterer", v2)["parent_version"] == v1
     assert store.manifest("clusterer", v3)["parent_version"] == v2
     index = json.loads((tmp_path / "clusterer" / "index.json").read_text())
-    assert [e["version"] for e in index["versions"]] == [v1, v2, v3]
+    assert [e["version"] for e in index["versions"]] == [v1, v2, v3, v4]
     assert not [p for p in (tmp_path / "clusterer").iterdir() if p.name.startswith(".tmp")]
 
 
@@ -108,6 +112,58 @@ def test_flipped_byte_is_refused_with_a_sha256_message(tmp_path: Path, onnx_byte
     with pytest.raises(ArtifactError, match=rf"sha256 mismatch for clusterer {version}: manifest says [0-9a-f]{{64}}, "
                                             r"file hashes to [0-9a-f]{64}"):
         store.load("clusterer", version, CLUSTERER_FEATURES)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["postprocessing"].update(threshold=0.5),  # a threshold added or changed after publishing
+    lambda m: m["postprocessing"]["centroids"][0].__setitem__(0, 0.9),
+    lambda m: m["evaluation"].update(note=99.0),
+    lambda m: m["feature_schema"].reverse(),
+    lambda m: m.update(git_commit="0" * 40),
+])
+def test_manifest_edited_after_publishing_is_refused_like_a_tampered_model(tmp_path: Path, onnx_bytes: bytes,
+                                                                            edit) -> None:
+    store = ArtifactStore(tmp_path)
+    version = store.write("clusterer", onnx_bytes, _fields())
+    path = tmp_path / "clusterer" / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=rf"content address mismatch for clusterer {version}: the manifest "
+                                            rf"hashes to v-[0-9a-f]{{12}}; it was changed after {version} was"):
+        store.load("clusterer", version, CLUSTERER_FEATURES)
+
+
+def test_bookkeeping_outside_the_address_may_change(tmp_path: Path, onnx_bytes: bytes) -> None:
+    store = ArtifactStore(tmp_path)
+    version = store.write("clusterer", onnx_bytes, _fields())
+    path = tmp_path / "clusterer" / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(created_at="2020-01-01T00:00:00+00:00", parent_version="v-000000000000")
+    path.write_text(json.dumps(manifest, indent=4))  # another layout of the same JSON, too
+    assert store.load("clusterer", version, CLUSTERER_FEATURES).version == version
+
+
+BAD_VERSIONS = ["../x", "../../clusterer/v-000000000000", "v-0123456789ab/..", "v-0123456789ab/../../x", "/etc",
+                "", ".", "..", "v-0123456789AB", "v-0123456789a", "v-0123456789abc", "v-0123456789ab\n",
+                "v-0123456789ab\x00", "v-\u0660123456789a", 7, ["v-0123456789ab"]]
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS)
+def test_bad_versions_are_refused_before_any_path_is_built(tmp_path: Path, onnx_bytes: bytes, version,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    store.write("clusterer", onnx_bytes, _fields())
+    (tmp_path / "x").mkdir()  # what "../x" would reach from the clusterer folder
+    touched = []
+    for attr in ("read_text", "read_bytes", "exists", "is_dir", "iterdir", "open", "stat"):
+        monkeypatch.setattr(Path, attr, lambda *a, _attr=attr, **k: touched.append(_attr))
+    for call in (lambda: store.load("clusterer", version, CLUSTERER_FEATURES),
+                 lambda: store.verify("clusterer", version), lambda: store.manifest("clusterer", version),
+                 lambda: store.path("clusterer", version)):
+        with pytest.raises(ArtifactError, match=r"The 'version' parameter must be a content address"):
+            call()
+    assert touched == []
 
 
 def test_schema_mismatch_is_refused(tmp_path: Path, onnx_bytes: bytes) -> None:

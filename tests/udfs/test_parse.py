@@ -3,8 +3,25 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from udfs.parse import REASONS, DeadLetter, MetricEvent, ParseLimits, parse_record
+from udfs.parse import (
+    MODEL_ALIASES,
+    MODEL_NAMES,
+    MODEL_UPDATE_SCHEMA,
+    REASONS,
+    VERSION_PATTERN,
+    DeadLetter,
+    MetricEvent,
+    ModelUpdate,
+    ParseLimits,
+    parse_feedback,
+    parse_model_update,
+    parse_record,
+    series_key,
+    split_series_key,
+)
 
 NOW = 1_780_000_000_000
 OK = {"metric": "cpu_util", "value": 12.5, "timestamp": NOW, "service": "search", "tags": {"instance": "i-1"}}
@@ -115,3 +132,197 @@ def test_dead_letter_json_keeps_payload_and_source():
     assert (rec["payload"], rec["payload_encoding"]) == ("/wBiaW4=", "base64")
     assert rec["source"] == {"topic": "m", "partition": 2, "offset": 41}
     assert rec["received_at"].endswith("+00:00")
+
+
+# -- hostile input ----------------------------------------------------------------------------------
+
+FB = {"schema": "vigil.feedback/v1", "alert_id": "a1", "series": "api|cpu_util|instance=i-1", "category": "c",
+      "verdict": "ack", "by": "ana", "at": "2026-11-29T10:00:00Z"}
+UPDATE = {"schema": "vigil.model-update/v1", "model": "detector", "version": "v-0123456789ab", "alias": "production"}
+
+
+def nested(depth: int) -> bytes:
+    """A native record whose ignored field ``extra`` makes the whole record nest ``depth`` deep."""
+    inner = "[" * (depth - 1) + "1" + "]" * (depth - 1)
+    return enc(OK)[:-1] + f', "extra": {inner}}}'.encode()
+
+
+@pytest.mark.parametrize("parse", [lambda p: parse_record(p, NOW), parse_feedback, parse_model_update])
+def test_nesting_a_thousand_deep_is_a_dead_letter_not_a_recursion_error(parse):
+    out = parse(b"[" * 1000)
+    assert out == DeadLetter("not_json", "record nests more than 8 arrays or objects deep (max_depth=8)")
+    assert parse(b'{"a":' * 800).reason == "not_json"
+
+
+def test_nesting_is_measured_exactly_and_brackets_in_strings_do_not_count():
+    assert isinstance(parse_record(nested(8), NOW), list)
+    assert parse_record(nested(9), NOW).reason == "not_json"
+    assert "max_depth=3" in parse_record(nested(4), NOW, ParseLimits(max_depth=3)).detail
+    brackets = enc({**OK, "tags": {"k": "[{" * 100, "q": '\\"[[[[[[[[[['}})
+    assert parse_record(brackets, NOW)[0].tag("k") == "[{" * 100
+    assert parse_record(b'{"a":"' + b"[" * 20, NOW).reason == "not_json"  # unterminated string
+
+
+@pytest.mark.parametrize("number", [b"1e999999", b"-1e999999", b"9" * 400, b"9" * 5000, b"1" * 60000])
+def test_numbers_too_large_for_a_float_are_non_finite(number):
+    payload = b'{"metric":"m","value":' + number + b',"timestamp":1780000000000,"service":"s"}'
+    assert parse_record(payload, NOW).reason == "non_finite_value"
+    assert parse_record(enc({**OK, "timestamp": 10**400}), NOW).reason == "non_finite_value"
+
+
+@pytest.mark.parametrize("rec", [
+    {**OK, "service": "\ud800"},
+    {**OK, "metric": "cpu\udfff"},
+    {**OK, "tags": {"instance": "\ud83d"}},
+    {**OK, "tags": {"\udca9": "x"}},
+    {"name": "disk", "fields": {"u\ud800": 1.0}, "tags": {"service": "s"}, "timestamp": NOW},
+    {"labels": {"__name__": "m", "job": "\ud800"}, "value": "1", "timestamp": NOW},
+])
+def test_lone_surrogates_never_reach_a_series_key(rec):
+    out = parse_record(json.dumps(rec).encode(), NOW)  # json.dumps writes them as \u escapes: valid UTF-8
+    assert out.reason == "invalid_value" and "lone surrogate" in out.detail
+    assert parse_record(json.dumps(rec, ensure_ascii=False).encode("utf-8", "surrogatepass"), NOW).reason \
+        == "not_utf8"
+
+
+def test_tag_caps_give_limit_exceeded_naming_the_cap():
+    tags = {f"t{i}": "v" for i in range(32)}
+    assert len(parse_record(enc({**OK, "tags": tags}), NOW)[0].tags) == 32
+    over = parse_record(enc({**OK, "tags": {**tags, "t32": "v"}}), NOW)
+    assert over == DeadLetter("limit_exceeded", "field 'tags' has 33 tags; the limit is max_tags=32")
+    # the shapes' service and metric labels are not tags of the series
+    prom = {"labels": {"__name__": "m", "service": "s", "job": "j", **{f"t{i}": "v" for i in range(31)}},
+            "value": 1, "timestamp": NOW}
+    assert len(parse_record(enc(prom), NOW)[0].tags) == 32  # job stays a tag when service names the service
+    prom["labels"]["t31"] = "v"
+    assert "max_tags=32" in parse_record(enc(prom), NOW).detail
+    tele = {"name": "disk", "fields": {"util": 1}, "tags": {"service": "s", **tags}, "timestamp": NOW}
+    assert len(parse_record(enc(tele), NOW)[0].tags) == 32
+    assert "max_tag_key_len=64" in parse_record(enc({**OK, "tags": {"k" * 65: "v"}}), NOW).detail
+    assert isinstance(parse_record(enc({**OK, "tags": {"k" * 64: "v" * 256}}), NOW), list)
+    assert "max_tag_value_len=256" in parse_record(enc({**OK, "tags": {"k": "v" * 257}}), NOW).detail
+    tight = ParseLimits(max_tags=1, max_tag_key_len=3, max_tag_value_len=3)
+    assert parse_record(enc({**OK, "tags": {"a": "1", "b": "2"}}), NOW, tight).reason == "limit_exceeded"
+    assert parse_record(enc({**OK, "tags": {"abcd": "1"}}), NOW, tight).reason == "limit_exceeded"
+    assert parse_record(enc({**OK, "tags": {"abc": "1234"}}), NOW, tight).reason == "limit_exceeded"
+
+
+def test_derived_names_are_bounded_like_given_ones():
+    tele = {"name": "disk", "fields": {"u" * 200: 1.0}, "tags": {"service": "s"}, "timestamp": NOW}
+    assert parse_record(enc(tele), NOW).reason == "wrong_type"
+    prom = {"labels": {"__name__": "m" * 201, "job": "s"}, "value": 1, "timestamp": NOW}
+    assert parse_record(enc(prom), NOW).reason == "wrong_type"
+
+
+@pytest.mark.parametrize("ts", [10.0**300, -NOW, 10**25, -(10**20), "0001-01-01T00:00:00+00:00"])
+def test_event_times_outside_1970_to_9999_are_refused_even_without_time_bounds(ts):
+    replay = ParseLimits(max_past_s=None, max_future_s=None)
+    assert parse_record(enc({**OK, "timestamp": ts}), NOW, replay).reason == "timestamp_out_of_range"
+
+
+def test_an_unforeseen_exception_is_a_dead_letter_naming_its_type(monkeypatch):
+    import udfs.parse
+
+    def boom(*a):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(udfs.parse, "_native", boom)
+    monkeypatch.setattr(udfs.parse, "split_series_key", boom)
+    monkeypatch.setattr(udfs.parse, "_str_field", boom)
+    for out in (parse_record(enc(OK), NOW), parse_feedback(enc(FB)), parse_model_update(enc(UPDATE))):
+        assert out == DeadLetter("unparseable", "unexpected ZeroDivisionError while parsing: a bug")
+
+
+# -- series keys ------------------------------------------------------------------------------------
+
+def test_tag_values_holding_separators_no_longer_collide():
+    a = parse_record(enc({**OK, "tags": {"instance": "i-1,zone=b"}}), NOW)[0]
+    b = parse_record(enc({**OK, "tags": {"instance": "i-1", "zone": "b"}}), NOW)[0]
+    assert a.series != b.series
+    assert b.series == "search|cpu_util|instance=i-1,zone=b"  # plain names: the key is unchanged
+    assert a.series == "search|cpu_util|instance=i-1\\,zone\\=b"
+    assert series_key("a|b", "c", ()) != series_key("a", "b|c", ())
+    assert series_key("a\\", "b", ()) != series_key("a", "\\b", ())
+
+
+NAMES = st.text(st.sampled_from("ab|,=\\ \u00e9"), max_size=6) | st.text(max_size=6)
+KEYS = st.tuples(NAMES, NAMES, st.lists(st.tuples(NAMES, NAMES), max_size=4).map(tuple))
+
+
+@settings(max_examples=2000, deadline=None, database=None, derandomize=True)
+@given(KEYS, KEYS)
+def test_split_series_key_inverts_series_key_and_keys_never_collide(x, y):
+    kx, ky = series_key(*x), series_key(*y)
+    assert split_series_key(kx) == x and split_series_key(ky) == y
+    assert (kx == ky) == (x == y)
+
+
+@settings(max_examples=2000, deadline=None, database=None, derandomize=True)
+@given(st.text(st.sampled_from("ab|,=\\"), max_size=12))
+def test_split_series_key_accepts_exactly_the_keys_series_key_makes(text):
+    try:
+        parts = split_series_key(text)
+    except ValueError:
+        return
+    assert series_key(*parts) == text
+
+
+@pytest.mark.parametrize("key", ["", "a", "a|b", "a|b|c|d", "a|b|c", "a|b|k=v,", "a|b|,k=v", "a|b|k=v=w", "a\\",
+                                 "a|b|k=v\\", "a\\|b|c", "a|b|k\\=v", "a=b|c|", "a,b|c|"])
+def test_split_series_key_refuses_what_series_key_cannot_make(key):
+    with pytest.raises(ValueError):
+        split_series_key(key)
+
+
+def test_feedback_takes_the_service_from_an_escaped_series_key():
+    series = series_key("pay|ments", "cpu_util", (("instance", "i,1"),))
+    fb = parse_feedback(enc({**FB, "series": series}))
+    assert (fb.service, fb.series) == ("pay|ments", series)
+    for bad in ("a|b|c|d", "|cpu|", "api|cpu", "a\\", "api|cpu|\ud800=x"):
+        assert parse_feedback(enc({**FB, "series": bad})).reason == "invalid_value", bad
+
+
+# -- model updates ----------------------------------------------------------------------------------
+
+def test_model_update_as_the_registry_writes_it():
+    from models.registry import update_event
+
+    ev = update_event("forecaster", "v-00aa11bb22cc", "shadow", None, "promote", "cli")
+    assert parse_model_update(json.dumps(ev).encode()) == ModelUpdate("forecaster", "v-00aa11bb22cc", "shadow")
+    clear = update_event("forecaster", None, "shadow", "v-00aa11bb22cc", "clear", "cli")
+    assert parse_model_update(json.dumps(clear).encode()) == ModelUpdate("forecaster", None, "shadow")
+    # what tests and operators publish by hand: no schema, alias defaults to production
+    assert parse_model_update(b'{"model":"detector","version":"v-0123456789ab"}').alias == "production"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"version": "../x"}, "invalid_value"),
+    ({"version": "v-0123456789ab/../../x"}, "invalid_value"),
+    ({"version": "v-0123456789AB"}, "invalid_value"),
+    ({"version": "v-0123456789ab\n"}, "invalid_value"),
+    ({"version": "v-\u0660123456789a"}, "invalid_value"),
+    ({"version": 7}, "wrong_type"),
+    ({"version": None}, "invalid_value"),  # only a shadow can be stopped
+    ({"version": None, "alias": "shadow"}, None),
+    ({"alias": "canary"}, "invalid_value"),
+    ({"alias": 1}, "wrong_type"),
+    ({"model": "ranker"}, "invalid_value"),
+    ({"model": None}, "missing_field"),
+    ({"schema": "vigil.model-update/v0"}, "invalid_value"),
+])
+def test_model_update_fields_are_validated(change, reason):
+    out = parse_model_update(enc({**UPDATE, **change}))
+    if reason is None:
+        assert isinstance(out, ModelUpdate)
+    else:
+        assert isinstance(out, DeadLetter) and out.reason == reason, out
+    assert parse_model_update(enc({k: v for k, v in UPDATE.items() if k != "version"})).reason == "missing_field"
+    assert parse_model_update(enc(UPDATE), max_bytes=10).reason == "oversized"
+
+
+def test_model_update_vocabulary_matches_the_model_side():
+    from models import artifact, registry
+
+    assert MODEL_NAMES == tuple(registry.SCHEMAS) and MODEL_ALIASES == registry.ALIASES
+    assert MODEL_UPDATE_SCHEMA == registry.UPDATE_SCHEMA
+    assert VERSION_PATTERN.pattern == artifact.VERSION_PATTERN.pattern
