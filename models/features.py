@@ -233,11 +233,16 @@ class SeriesWindow:
 
 
 def _slog_rows(v: np.ndarray) -> np.ndarray:
-    """:func:`_slog` of every element."""
+    """:func:`_slog` of every element (non-finite values as :func:`_slog` maps them)."""
     v = np.nan_to_num(v, nan=0.0, posinf=1e12, neginf=-1e12)
     return np.clip(np.copysign(np.log1p(np.abs(v)), v), -CLIP, CLIP)
 
 
+# The vectorised functions below meet the same overflows and 0/0 as the scalar ones (huge or
+# hostile values) and map the results as they do. numpy would warn, and a warning issued on a task
+# thread of PyFlink's embedded interpreter hung the job (py-spy: parked in the warning's ``np.log``
+# line): they compute silently.
+@np.errstate(all="ignore")
 def robust_rows(rings: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`SeriesWindow.robust` of several series with full rings at once: ``rings`` is
     (n, HISTORY), ``var`` their slow variances; returns (median, scale) arrays."""
@@ -248,6 +253,7 @@ def robust_rows(rings: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndar
     return med, scale
 
 
+@np.errstate(all="ignore")
 def detector_feature_rows(x: np.ndarray, med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray]
                           ) -> np.ndarray:
     """:meth:`SeriesWindow.detector_features` of several series at once: values ``x``, their robust
@@ -269,6 +275,7 @@ def detector_feature_rows(x: np.ndarray, med: np.ndarray, scale: np.ndarray, w: 
     return _slog_rows(raw)
 
 
+@np.errstate(all="ignore")
 def forecaster_row_block(med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
     """:meth:`SeriesWindow.forecaster_rows` of several series at once (their robust (median, scale)
     and fields ``var``, ``last``, ``level``, ``trend``, ``trend_long`` as arrays): (n * horizons, 6)

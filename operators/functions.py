@@ -14,6 +14,7 @@ import json
 import sys
 import threading
 import time
+import warnings
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
@@ -148,6 +149,9 @@ class ScoreShard(HotSwap):
 
     def open(self, ctx: RuntimeContext) -> None:
         preload_native()
+        # a warning issued on a task thread of the embedded interpreter hung the job for good (numpy's
+        # RuntimeWarning on a hostile value); nobody reads the JVM's stderr, so none are issued
+        warnings.simplefilter("ignore")
         self.series_map = ctx.get_map_state(SERIES_MAP)
         self.entity_map = ctx.get_map_state(ENTITY_MAP)
         client = _redis_or_none(self.redis_url)
