@@ -144,7 +144,7 @@ class ValidationConfig:
 
     max_bytes: int = 65536
     max_past_s: int | None = 7 * 86400
-    max_future_s: int | None = 3600
+    max_future_s: int | None = 300
     max_depth: int = ParseLimits.max_depth
     max_tags: int = ParseLimits.max_tags
     max_tag_key_len: int = ParseLimits.max_tag_key_len

@@ -38,6 +38,7 @@ REASONS = (
     "wrong_type",
     "non_finite_value",
     "timestamp_out_of_range",
+    "timestamp_in_future",  # further ahead of the wall clock than max_future_s
     "late_event",
     "invalid_value",
     "limit_exceeded",  # over one of the ParseLimits caps; the detail names it
@@ -122,7 +123,7 @@ class ParseLimits:
 
     max_bytes: int = 65536
     max_past_s: int | None = 7 * 86400
-    max_future_s: int | None = 3600
+    max_future_s: int | None = 300
     max_depth: int = MAX_DEPTH
     max_tags: int = 32
     max_tag_key_len: int = 64
@@ -408,8 +409,9 @@ def _check_time(ts_ms: int, now_ms: int, limits: ParseLimits) -> None:
     if limits.max_past_s is not None and ts_ms < now_ms - limits.max_past_s * 1000:
         raise _Bad("timestamp_out_of_range", f"timestamp {ts_ms} ms is more than {limits.max_past_s} s in the past")
     if limits.max_future_s is not None and ts_ms > now_ms + limits.max_future_s * 1000:
-        raise _Bad("timestamp_out_of_range",
-                   f"timestamp {ts_ms} ms is more than {limits.max_future_s} s in the future")
+        # a host whose clock runs ahead: refused, so that it cannot push its series' event time on
+        raise _Bad("timestamp_in_future",
+                   f"timestamp {ts_ms} ms is more than {limits.max_future_s} s ahead of the wall clock ({now_ms} ms)")
 
 
 def _tags(obj: object, where: str, limits: ParseLimits, taken: int = 0) -> dict[str, str]:

@@ -57,3 +57,30 @@ def test_ten_thousand_hostile_records_are_scored_or_dead_lettered_and_the_job_su
     refused = {d["source"]["offset"] for d in dead if d["reason"] != "late_event"}
     assert refused <= set(offsets) and all(d["payload"] is not None for d in dead)
     assert Counter((s["series"], s["ts_ms"]) for s in scores) == Counter((s.series, s.ts_ms) for s in local.scored)
+
+
+def test_one_event_an_hour_ahead_loses_no_later_event(tmp_path, trained_store, kafka_bootstrap, redis_url,
+                                                      topic_prefix):
+    """A host whose clock jumps an hour ahead, once, in the middle of a normal stream dated now."""
+    cfg_path = job_config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store)
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["validation"]["max_future_s"] = 300  # the shipped bound
+    raw["kafka"]["topics"]["scores"] = f"{topic_prefix}.scores"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(f"{topic_prefix}.scores", 1, 1)])
+    admin.close()
+    now_ms = int(__import__("time").time() * 1000)
+    start = now_ms - now_ms % 60_000 - 40 * 60_000  # 40 minutes of one sample a minute, ending now
+    events = generate(seed=6, hours=40 / 60, start_ms=start, instances=2, business_metric=False).events
+    payloads = [json.dumps(e).encode() for e in events]
+    ahead = {**events[len(events) // 2], "timestamp": events[len(events) // 2]["timestamp"] + 3_600_000}
+    payloads.insert(len(payloads) // 2, json.dumps(ahead).encode())
+    produce(kafka_bootstrap, f"{topic_prefix}.metrics", payloads)
+
+    done = run_job(cfg_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    dead = read_all(kafka_bootstrap, f"{topic_prefix}.dead_letters")
+    assert [d["reason"] for d in dead] == ["timestamp_in_future"]
+    scores = read_all(kafka_bootstrap, f"{topic_prefix}.scores")
+    assert len(scores) == len(events)  # every normal event, before and after it, was scored
