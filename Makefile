@@ -16,7 +16,7 @@ $(VENV_STAMP): setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(VENV_STAMP)
 
-setup: $(VENV_STAMP) ## create the virtualenv, install pinned packages, fetch the Kafka and Flink jars
+setup: $(VENV_STAMP) ## create the virtualenv, install pinned packages, fetch the Kafka and Flink jars, build operators/java
 	scripts/fetch-jars.sh
 
 run: setup ## the whole pipeline end to end on real Kafka, Redis and Flink with the demo stream
