@@ -206,6 +206,14 @@ _WINDOW_FIELDS = ("var", "mean", "fast", "last", "absdelta", "trend")
 _FORECAST_FIELDS = ("var", "last", "level", "trend", "trend_long")
 
 
+def _window_columns(wins: list[SeriesWindow], names: tuple[str, ...]
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Fields ``names`` of windows with full histories as arrays, and their robust (median, scale)."""
+    cols = {f: np.array([getattr(w, f) for w in wins]) for f in names}
+    med, scale = robust_rows(np.array([w.ring for w in wins]), cols["var"])
+    return cols, med, scale
+
+
 class SeriesLogic:
     """Scores one sample of one series against that series' own history."""
 
@@ -258,9 +266,7 @@ class SeriesLogic:
         # series with a full history, vectorised; the few still filling theirs, one by one
         full = [i for i, st in enumerate(states) if len(st.window.ring) == HISTORY]
         if full:
-            wins = [states[i].window for i in full]
-            fields = {f: np.array([getattr(w, f) for w in wins]) for f in _WINDOW_FIELDS}
-            med, scale = robust_rows(np.array([w.ring for w in wins]), fields["var"])
+            fields, med, scale = _window_columns([states[i].window for i in full], _WINDOW_FIELDS)
             for i, m_, s_ in zip(full, med.tolist(), scale.tolist(), strict=True):
                 robs[i] = (m_, s_)
             if warmup <= HISTORY:  # a full history is past the warm-up
@@ -324,8 +330,7 @@ class SeriesLogic:
             inputs: list[Any] = [None] * len(due)
             if full_due:
                 fw = [wins[j] for j in full_due]
-                fields = {f: np.array([getattr(w, f) for w in fw]) for f in _FORECAST_FIELDS}
-                med, scale = robust_rows(np.array([w.ring for w in fw]), fields["var"])
+                fields, med, scale = _window_columns(fw, _FORECAST_FIELDS)
                 block = forecaster_row_block(med, scale, fields)
                 nh = len(FORECAST_HORIZONS_MIN)
                 for k, (j, sc) in enumerate(zip(full_due, scale.tolist(), strict=True)):
@@ -334,12 +339,11 @@ class SeriesLogic:
                 if inputs[j] is None:
                     inputs[j] = w.forecaster_rows()
             rows = np.concatenate([r for r, _, _ in inputs])
-            scale_of = {i: sc for i, (_, _, sc) in zip(due, inputs, strict=True)}
-            preds = fc_m.forecast_batch(rows, [(a, s) for _, a, s in inputs])
-            fc_of = {i: tuple(p) for i, p in zip(due, preds, strict=True)}
+            anchors = [(a, sc) for _, a, sc in inputs]
+            scale_of = {i: sc for i, (_, sc) in zip(due, anchors, strict=True)}
+            fc_of = {i: tuple(p) for i, p in zip(due, fc_m.forecast_batch(rows, anchors), strict=True)}
             if sh_fc is not None:
-                sh = sh_fc.forecast_batch(rows, [(a, s) for _, a, s in inputs])
-                sh_fc_of = dict(zip(due, sh, strict=True))
+                sh_fc_of = dict(zip(due, sh_fc.forecast_batch(rows, anchors), strict=True))
         out = []
         for i, (st, ev) in enumerate(zip(states, events, strict=True)):
             x = ev.value

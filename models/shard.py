@@ -150,15 +150,15 @@ class ShardLogic:
         # entities, in arrival order
         for it in items:
             ev = it.ev
+            # the logic updates the states it is handed in place
             if type(ev) is Feedback:
-                state.entities[ev.service] = self.entity.on_feedback(state.get_entity(ev.service), ev)
+                self.entity.on_feedback(state.get_entity(ev.service), ev)
                 state.dirty_entities.add(ev.service)
                 continue
             s = it.scored
             if s is None:  # late
                 continue
-            est, alerts, e_side = self.entity.on_record(state.get_entity(s.service), s, now_ms)
-            state.entities[s.service] = est
+            _, alerts, e_side = self.entity.on_record(state.get_entity(s.service), s, now_ms)
             state.dirty_entities.add(s.service)
             res.alerts.extend(alerts)
             for kind, record in it.side + e_side:
