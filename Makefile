@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.vigil-installed
 ARTIFACTS ?= artifacts
 export PYTHONPATH := $(CURDIR):$(PYTHONPATH)
 
-.PHONY: help setup run test up down status retrain cluster-up submit cluster-down clean
+.PHONY: help setup run test up down status retrain cluster-up submit savepoint restore cluster-down clean
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ bench: setup ## throughput, latency and memory of the job vs a kafka-python + ri
 test: setup ## run the whole test suite (starts and stops the Kafka and Redis it needs)
 	scripts/run-tests.sh
 
+.PHONY: faults
+faults: setup ## the fault tests alone (kill -9 of job, TaskManager, broker; Redis down; rescale) into reports/faults.md
+	VIGIL_FAULT_REPORT=reports/faults.md scripts/run-tests.sh -m fault -v tests/integration/test_faults.py
+
 up: setup ## start Kafka (KRaft) and Redis on loopback for a long-running job
 	scripts/services.sh up
 
@@ -53,7 +57,14 @@ cluster-up: setup ## start a standalone Flink cluster (JobManager + TaskManager 
 	scripts/flink-cluster.sh up
 
 submit: setup ## submit the Vigil job to the standalone cluster with `flink run`
-	scripts/flink-cluster.sh submit
+	scripts/flink-cluster.sh submit $(ARGS)
+
+savepoint: ## stop the job on the standalone cluster with a savepoint into runs/savepoints (prints its path)
+	scripts/flink-cluster.sh savepoint $(JOBID)
+
+restore: setup ## run the job on the standalone cluster again from SAVEPOINT=path (a savepoint or retained checkpoint)
+	@test -n "$(SAVEPOINT)" || { echo "usage: make restore SAVEPOINT=path [ARGS='--config ...']"; exit 2; }
+	scripts/flink-cluster.sh restore $(SAVEPOINT) $(ARGS)
 
 cluster-down: ## stop the standalone Flink cluster
 	scripts/flink-cluster.sh down

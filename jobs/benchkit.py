@@ -43,6 +43,7 @@ def write_job_config(path: Path, prefix: str, *, name: str, base: Path = DEFAULT
     if store:
         raw.setdefault("registry", {})["root"] = str(Path(store).resolve())
     raw.setdefault("validation", {}).update(max_past_s=None, max_future_s=None)
+    raw["job"]["checkpoint_dir"] = str(path.parent.resolve() / "checkpoints")  # beside the run's other files
     raw = _merge(raw, overrides or {})
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return VigilConfig.load(path)

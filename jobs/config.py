@@ -19,6 +19,7 @@ from models.config import (
     AlertConfig,
     ConfigError,
     ScoringConfig,
+    StateConfig,
     build,
     check_choice,
     check_number,
@@ -92,8 +93,21 @@ class JobConfig:
     shards: int = 8
     batch_max_records: int = 1024
     batch_max_delay_ms: int = 20
+    # where checkpoints go (a path relative to the project root, or any Flink filesystem URI such as
+    # s3://bucket/vigil for a cluster); the last checkpoints_retained stay there on cancel and failure
+    checkpoint_dir: str = "runs/checkpoints"
+    checkpoints_retained: int = 3
+    # restarts after a failure never stop: the delay doubles from 1 s up to this bound
+    restart_max_backoff_s: int = 60
     # Flink options set on the job's environment last, e.g. {"rest.port": 8081} for the MiniCluster's REST API
     flink_options: dict[str, str] = field(default_factory=dict)
+
+    def checkpoint_uri(self) -> str:
+        """``checkpoint_dir`` as a Flink filesystem URI (a bare path is local, under the project root)."""
+        if "://" in self.checkpoint_dir:
+            return self.checkpoint_dir
+        p = Path(self.checkpoint_dir)
+        return (p if p.is_absolute() else ROOT / p).as_uri()
 
     def __post_init__(self) -> None:
         check_str(self, "name", self.name)
@@ -108,6 +122,9 @@ class JobConfig:
         check_positive_int(self, "shards", self.shards)
         check_positive_int(self, "batch_max_records", self.batch_max_records)
         check_positive_int(self, "batch_max_delay_ms", self.batch_max_delay_ms)
+        check_str(self, "checkpoint_dir", self.checkpoint_dir)
+        check_positive_int(self, "checkpoints_retained", self.checkpoints_retained)
+        check_positive_int(self, "restart_max_backoff_s", self.restart_max_backoff_s)
         if self.parallelism > self.shards:
             raise ConfigError(f"The 'parallelism' parameter of JobConfig must not exceed 'shards' ({self.shards}): "
                               f"a shard is the unit of parallel work. Got {self.parallelism}.")
@@ -176,6 +193,7 @@ class VigilConfig:
     validation: ValidationConfig
     scoring: ScoringConfig
     alerts: AlertConfig
+    state: StateConfig
 
     SECTIONS = {
         "job": JobConfig,
@@ -185,6 +203,7 @@ class VigilConfig:
         "validation": ValidationConfig,
         "scoring": ScoringConfig,
         "alerts": AlertConfig,
+        "state": StateConfig,
     }
 
     @classmethod

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "forecasts": f"{prefix}.forecasts", "dead_letters": f"{prefix}.deadletters",
                                       "feedback": f"{prefix}.feedback", "drift": f"{prefix}.drift",
                                       "shadow": f"{prefix}.shadow"}}}
+    overrides["job"] = {"checkpoint_dir": str(out.resolve() / "checkpoints")}  # the run's own
     raw = yaml.safe_load((ROOT / "flink-conf" / "vigil.yaml").read_text())
     for sec, vals in overrides.items():
         raw[sec] = {**raw[sec], **{k: ({**raw[sec].get(k, {}), **v} if isinstance(v, dict) else v)

@@ -15,7 +15,7 @@ from typing import Any
 
 from jobs.config import VigilConfig
 from models.pipeline import ModelBundle
-from models.shard import FEEDBACK, METRIC, BatchResult, ShardLogic, ShardState
+from models.shard import FEEDBACK, METRIC, BatchResult, ShardLogic, ShardState, SweepResult
 from udfs.parse import DeadLetter
 
 
@@ -39,8 +39,10 @@ class InProcessJob:
 
     def __post_init__(self) -> None:
         self.logic = ShardLogic(self.cfg.scoring, self.cfg.alerts, self.models, self.context,
-                                self.cfg.validation.limits(), self.cfg.job.out_of_orderness_ms, keep_scored=True)
-        self.state = ShardState(self.series_state.get, self.entity_state.get)
+                                self.cfg.validation.limits(), self.cfg.job.out_of_orderness_ms, keep_scored=True,
+                                state=self.cfg.state)
+        self.state = ShardState(self.series_state.get, self.entity_state.get, self.series_state.items,
+                                self.entity_state.items)
         self._offset = 0
 
     def feed_batch(self, payloads: list[bytes], now_ms: int, kinds: list[int] | None = None) -> BatchResult:
@@ -50,9 +52,7 @@ class InProcessJob:
         offsets = list(range(self._offset, self._offset + n))
         self._offset += n
         res = self.logic.on_batch(self.state, kinds, payloads, [0] * n, offsets, now_ms)
-        s, e = self.state.take_dirty()
-        self.series_state.update(s)
-        self.entity_state.update(e)
+        self._write_through()
         self.alerts.extend(res.alerts)
         self.forecasts.extend(res.forecasts)
         self.drift.extend(res.drift)
@@ -60,6 +60,21 @@ class InProcessJob:
         self.scored.extend(res.scored)
         self.dead_letters.extend(d[0] for d in res.dead_letters)
         self.batches.append(n)
+        return res
+
+    def _write_through(self) -> None:
+        s, e = self.state.take_dirty()
+        self.series_state.update(s)
+        self.entity_state.update(e)
+
+    def sweep(self) -> SweepResult:
+        """What the job's timer does: delete the state that has gone quiet by the shard's clock."""
+        res = self.logic.sweep(self.state)
+        for k in res.series:
+            del self.series_state[k]
+        for k in res.entities:
+            del self.entity_state[k]
+        self._write_through()
         return res
 
     def feed(self, payload: bytes, now_ms: int) -> None:

@@ -18,7 +18,7 @@ import sysconfig
 from pathlib import Path
 
 from pyflink.common import Configuration, Types
-from pyflink.common.serialization import SimpleStringSchema
+from pyflink.common.serialization import SerializationSchema, SimpleStringSchema
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.data_stream import KeyedStream
 from pyflink.datastream.connectors.kafka import (
@@ -48,9 +48,24 @@ VIGIL_JAR = ROOT / ".cache" / "jars" / "vigil" / "vigil-flink.jar"  # operators/
 _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
 
 
-def flink_configuration(cfg: VigilConfig) -> Configuration:
-    """Flink settings the job needs wherever it runs (MiniCluster or a standalone cluster)."""
+def latest_checkpoint(cfg: VigilConfig) -> str:
+    """The newest complete checkpoint retained under ``job.checkpoint_dir`` (a local one), as a path."""
+    uri = cfg.job.checkpoint_uri()
+    if not uri.startswith("file:"):
+        raise ValueError(f"--restore latest needs a local job.checkpoint_dir; give the checkpoint's URI under {uri}")
+    root = Path(uri[len("file://"):])
+    found = sorted(root.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no complete checkpoint under {root}")
+    return str(found[-1].parent)
+
+
+def flink_configuration(cfg: VigilConfig, restore: str | None = None) -> Configuration:
+    """Flink settings the job needs wherever it runs (MiniCluster or a standalone cluster); ``restore``
+    is a checkpoint or savepoint to start from."""
     conf = Configuration()
+    if restore:
+        conf.set_string("execution.state-recovery.path", restore)
     conf.set_string("python.execution-mode", cfg.job.python_execution_mode)
     conf.set_string("python.executable", sys.executable)
     # thread mode's embedded interpreter needs the virtualenv's packages and the project on its path
@@ -65,9 +80,20 @@ def flink_configuration(cfg: VigilConfig) -> Configuration:
     # network buffers between tasks flush at least this often (Flink's default is 100 ms): under load
     # batches fill them anyway, when traffic is light it bounds what a buffer adds to alert latency
     conf.set_string("execution.buffer-timeout.interval", "10 ms")
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
-    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    # durable state: checkpoints (and savepoints) in the configured directory, the last few kept
+    # when the job is cancelled or fails, so that it can be restarted from them (--restore)
+    cp = cfg.job.checkpoint_uri()
+    conf.set_string("execution.checkpointing.dir", cp)
+    conf.set_string("execution.checkpointing.savepoint-dir", cp.rstrip("/") + "/savepoints")
+    conf.set_string("execution.checkpointing.num-retained", str(cfg.job.checkpoints_retained))
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    # a job that watches production keeps trying: 1 s, 2 s, 4 s ... up to the configured bound
+    conf.set_string("restart-strategy.type", "exponential-delay")
+    conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
+    conf.set_string("restart-strategy.exponential-delay.max-backoff", f"{cfg.job.restart_max_backoff_s} s")
+    conf.set_string("restart-strategy.exponential-delay.backoff-multiplier", "2.0")
+    conf.set_string("restart-strategy.exponential-delay.reset-backoff-threshold", "10 min")
+    conf.set_string("restart-strategy.exponential-delay.jitter-factor", "0.1")
     for k, v in sorted(cfg.job.flink_options.items()):
         conf.set_string(str(k), str(v))
     return conf
@@ -93,17 +119,25 @@ def _kafka_table(name: str, topic: str, group_id: str, startup: str, bounded: bo
         )"""
 
 
-def _sink(cfg: VigilConfig, topic: str, suffix: str) -> KafkaSink:
+def _key_by_field(name: str) -> SerializationSchema:
+    """The Kafka key of a JSON record: one of its string fields (``dev.vigil.flink.JsonFieldKey``)."""
+    gw = get_gateway()
+    cls = gw.jvm.Thread.currentThread().getContextClassLoader().loadClass("dev.vigil.flink.JsonFieldKey")
+    args = gw.new_array(gw.jvm.Object, 1)
+    args[0] = name
+    return SerializationSchema(cls.getConstructors()[0].newInstance(args))
+
+
+def _sink(cfg: VigilConfig, topic: str, suffix: str, key_field: str | None = None) -> KafkaSink:
     exactly = cfg.job.delivery == "exactly_once"
+    records = KafkaRecordSerializationSchema.builder().set_topic(topic).set_value_serialization_schema(
+        SimpleStringSchema())
+    if key_field is not None:  # one key per entity: its revisions land on one partition, in order
+        records = records.set_key_serialization_schema(_key_by_field(key_field))
     b = (
         KafkaSink.builder()
         .set_bootstrap_servers(cfg.kafka.bootstrap_servers)
-        .set_record_serializer(
-            KafkaRecordSerializationSchema.builder()
-            .set_topic(topic)
-            .set_value_serialization_schema(SimpleStringSchema())
-            .build()
-        )
+        .set_record_serializer(records.build())
         .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE if exactly else DeliveryGuarantee.AT_LEAST_ONCE)
     )
     if exactly:
@@ -146,7 +180,8 @@ def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, Da
         .connect(updates.broadcast(MODEL_VERSIONS))
         .process(ScoreShard(cfg.scoring, cfg.alerts, cfg.validation.limits(), cfg.job.out_of_orderness_ms,
                             str(cfg.registry.path()), cfg.redis.url, cfg.redis.refresh_s,
-                            (k.topics.metrics, k.topics.feedback), emit_scores=k.topics.scores is not None),
+                            (k.topics.metrics, k.topics.feedback), emit_scores=k.topics.scores is not None,
+                            state=cfg.state),
                  output_type=Types.STRING())
         .name("score-shard").uid("score-shard")
     )
@@ -161,9 +196,10 @@ def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, Da
     }
 
 
-def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment:
-    """Wire the job graph onto a new environment; ``bounded`` stops at the topic's current end."""
-    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
+def build(cfg: VigilConfig, bounded: bool = False, restore: str | None = None) -> StreamExecutionEnvironment:
+    """Wire the job graph onto a new environment; ``bounded`` stops at the topic's current end, ``restore``
+    (a checkpoint or savepoint path) is the state to start from."""
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, restore))
     env.set_parallelism(cfg.job.parallelism)
     env.enable_checkpointing(
         cfg.job.checkpoint_interval_ms,
@@ -190,7 +226,8 @@ def build(cfg: VigilConfig, bounded: bool = False) -> StreamExecutionEnvironment
                         ("dead_letters", k.topics.dead_letters), ("model_events", k.topics.model_events),
                         ("scores", k.topics.scores), ("drift", k.topics.drift), ("shadow", k.topics.shadow)):
         if topic is not None:
-            out[name].sink_to(_sink(cfg, topic, name.replace("_", "-"))).name(f"{name}-sink").uid(f"{name}-sink")
+            out[name].sink_to(_sink(cfg, topic, name.replace("_", "-"), "fingerprint" if name == "alerts" else None)
+                              ).name(f"{name}-sink").uid(f"{name}-sink")
     return env
 
 
@@ -198,9 +235,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="vigil-job", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "flink-conf" / "vigil.yaml"), help="job YAML file")
     ap.add_argument("--bounded", action="store_true", help="stop at the metrics topic's current end")
+    ap.add_argument("--restore", metavar="PATH", help="start from this checkpoint or savepoint; 'latest': the "
+                    "newest checkpoint retained under job.checkpoint_dir")
     args = ap.parse_args(argv)
     cfg = VigilConfig.load(Path(args.config))
-    env = build(cfg, bounded=args.bounded)
+    restore = latest_checkpoint(cfg) if args.restore == "latest" else args.restore
+    if restore:
+        print(f"vigil-job: restoring from {restore}", flush=True)
+    env = build(cfg, bounded=args.bounded, restore=restore)
     env.execute(cfg.job.name)
 
 

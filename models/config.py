@@ -140,3 +140,24 @@ class AlertConfig:
         check_positive_int(self, "dedup_window_s", self.dedup_window_s)
         check_number(self, "suppress_fp_above", self.suppress_fp_above, 0.0, 1.0)
         check_positive_int(self, "max_related", self.max_related)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """How keyed state stays bounded (quiet time is event time: the shard's latest event time).
+
+    A series with no event for ``series_ttl_s`` starts afresh on its next event and is deleted by the
+    next sweep; so is an entity (peer) of a service, and a service whose entities, candidates and
+    alert groups are all that quiet. A service holds at most ``max_series_per_service`` series: an
+    event of a new series past the cap is a dead letter ``too_many_series``. The job sweeps every
+    ``sweep_interval_s`` of processing time (a Flink timer per shard).
+    """
+
+    series_ttl_s: int = 86400
+    max_series_per_service: int = 10000
+    sweep_interval_s: int = 60
+
+    def __post_init__(self) -> None:
+        check_positive_int(self, "series_ttl_s", self.series_ttl_s)
+        check_positive_int(self, "max_series_per_service", self.max_series_per_service)
+        check_positive_int(self, "sweep_interval_s", self.sweep_interval_s)

@@ -32,7 +32,7 @@ import numpy as np
 from models.artifact import ArtifactStore, resolve_version
 from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
-from models.config import AlertConfig, ScoringConfig
+from models.config import AlertConfig, ScoringConfig, StateConfig
 from models.detector import DetectorModel
 from models.drift import PH_EMPTY, PH_STRUCT, DriftTest, PHState
 from models.features import (
@@ -58,10 +58,11 @@ FORECAST_SCHEMA = "vigil.forecast/v1"
 DRIFT_SCHEMA = "vigil.drift/v1"
 SHADOW_SCHEMA = "vigil.shadow/v1"
 SERIES_STATE = "series_state/v3"
-ENTITY_STATE = "entity_state/v2"
+ENTITY_STATE = "entity_state/v3"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 RELATED_WINDOW_MS = 5 * 60_000
+NEVER_MS = -(2**62)  # the event time of "nothing yet": far in the past, yet safe to subtract from
 
 
 def iso(ts_ms: int) -> str:
@@ -165,7 +166,7 @@ class SeriesState:
     drift_residual: PHState | None = None
     pending: tuple[int, float, float] | None = None  # (due ts_ms, forecast value, scale) of the 5-min forecast
     fb_tail: float = 1.0  # the adaptive threshold's tail (1 - threshold) is multiplied by this
-    max_ts_ms: int = -(2**62)  # the latest event time folded in (none yet: far in the past)
+    max_ts_ms: int = NEVER_MS  # the latest event time folded in
 
     _V1 = struct.Struct("<BdddII")
     _V2 = struct.Struct("<BdddIIqddd")
@@ -181,12 +182,19 @@ class SeriesState:
                          self.window.to_bytes()))
 
     @classmethod
+    def peek_max_ts(cls, data: bytes) -> int:
+        """``max_ts_ms`` of an encoded state, without decoding the rest (what a sweep needs)."""
+        if data[0] == 3:
+            return struct.unpack_from("<q", data, cls._V3.size - 8)[0]
+        return cls.from_bytes(data).max_ts_ms
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> SeriesState:
         ver = data[0]
         if ver == 1:
             _, m, v, n, since, streak = cls._V1.unpack_from(data)
             w = SeriesWindow.from_bytes(data[cls._V1.size:])
-            return cls(w, None if n < 0 else (m, v, n), since, streak, max_ts_ms=w.last_ts_ms if w.n else -(2**62))
+            return cls(w, None if n < 0 else (m, v, n), since, streak, max_ts_ms=w.last_ts_ms if w.n else NEVER_MS)
         if ver not in (2, 3):
             raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
         head = cls._V3 if ver == 3 else cls._V2
@@ -196,7 +204,7 @@ class SeriesState:
         ds, dr = PH_STRUCT.unpack_from(data, pos), PH_STRUCT.unpack_from(data, pos + PH_STRUCT.size)
         pos += 2 * PH_STRUCT.size
         w = SeriesWindow.from_bytes(data[pos:])
-        max_ts = fields[10] if ver == 3 else (w.last_ts_ms if w.n else -(2**62))
+        max_ts = fields[10] if ver == 3 else (w.last_ts_ms if w.n else NEVER_MS)
         return cls(w, None if n < 0 else (m, v, n), since, streak,
                    None if ds[0] == 0 else ds, None if dr[0] == 0 else dr,  # type: ignore[arg-type]
                    None if due < 0 else (due, pv, ps), tail, max_ts)
@@ -447,18 +455,21 @@ class Candidate(NamedTuple):
 
 
 class EntityState:
-    """Per-service state (state name ``entity_state/v2``), in an explicit binary layout.
+    """Per-service state (state name ``entity_state/v3``), in an explicit binary layout.
 
     It is read and written on every record, so its encoding is most of what the entity operator
     costs: the numbers are packed arrays (entities x ``ENTITY_METRICS`` latest values, entities x 5
     cluster assignments, k x d float32 centroids), and the small, irregular parts (``recent``
     candidates, open alert ``groups``, ``feedback`` verdict weights) are a JSON tail that is decoded
     only when the logic touches them (on a candidate or a verdict) and otherwise copied through as
-    bytes. v1 (all JSON) is still read: a restored v1 state migrates on its first write.
+    bytes. v3 added ``last_ts_ms``, the latest event time of a sample folded in (what says the
+    service has gone quiet). v2 and v1 (all JSON) are still read (``last_ts_ms`` from the latest
+    cluster evaluation): a restored state migrates on its first write.
     """
 
-    _HEAD = struct.Struct("<BHHBH")  # version, entities, k, d, bytes of names
-    VERSION = 2
+    _HEAD = struct.Struct("<BHHBHq")  # version, entities, k, d, bytes of names, last_ts_ms
+    _HEAD_V2 = struct.Struct("<BHHBH")
+    VERSION = 3
     _NM = len(ENTITY_METRICS)
     _COLD = ("recent", "groups", "feedback")
 
@@ -466,7 +477,8 @@ class EntityState:
                  clusters: dict[str, list[float]] | None = None, centroids: np.ndarray | None = None,
                  centroids_of: str | None = None, recent: list[list[Any]] | None = None,
                  groups: dict[str, dict[str, Any]] | None = None, feedback: dict[str, list[float]] | None = None,
-                 tail: bytes | None = None) -> None:
+                 tail: bytes | None = None, last_ts_ms: int = NEVER_MS) -> None:
+        self.last_ts_ms = last_ts_ms  # the latest event time of a sample folded in
         self.latest = latest if latest is not None else {}
         self.clusters = clusters if clusters is not None else {}  # entity -> [eval_ts, cid, dist, outlier, streak]
         self.centroids = centroids  # (k, d) float32, adapted online
@@ -475,6 +487,16 @@ class EntityState:
         self._cold: dict[str, Any] = {}
         if tail is None:
             self._cold = {"recent": recent or [], "groups": groups or {}, "feedback": feedback or {}}
+
+    def forget(self) -> None:
+        """Become the state of a service never seen."""
+        self.latest, self.clusters, self.centroids, self.centroids_of = {}, {}, None, None
+        self._tail, self._cold = None, {"recent": [], "groups": {}, "feedback": {}}
+        self.last_ts_ms = NEVER_MS
+
+    def has_cold(self) -> bool:
+        """Whether the irregular part (candidates, groups, verdicts) holds anything."""
+        return bool(self._tail) if self._tail is not None else any(self._cold.values())
 
     def _cold_part(self) -> dict[str, Any]:
         if self._tail is not None:
@@ -528,7 +550,7 @@ class EntityState:
             tail = json.dumps([cold["recent"], cold["groups"], cold["feedback"]], separators=(",", ":")).encode() \
                 if (cold["recent"] or cold["groups"] or cold["feedback"]) else b""
         return b"".join((
-            self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b)), name_b,
+            self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b), self.last_ts_ms), name_b,
             struct.pack("<B", len(of_b)), of_b,
             struct.pack(f"<{len(lat) + len(clu)}d", *lat, *clu), cents, tail,
         ))
@@ -537,10 +559,15 @@ class EntityState:
     def from_bytes(cls, data: bytes) -> EntityState:
         if data[:1] == b"{":
             return cls._from_v1(data)
-        ver, n, k, d, nb = cls._HEAD.unpack_from(data)
-        if ver != cls.VERSION:
+        ver = data[0]
+        if ver == cls.VERSION:
+            _, n, k, d, nb, last_ts = cls._HEAD.unpack_from(data)
+            pos = cls._HEAD.size
+        elif ver == 2:
+            _, n, k, d, nb = cls._HEAD_V2.unpack_from(data)
+            last_ts, pos = None, cls._HEAD_V2.size
+        else:
             raise ValueError(f"{ENTITY_STATE}: cannot read state version {ver}")
-        pos = cls._HEAD.size
         names = data[pos:pos + nb].decode().split("\x1f") if n else []
         pos += nb
         lo = data[pos]
@@ -562,7 +589,9 @@ class EntityState:
         if k:
             cents = np.frombuffer(data, dtype=np.float32, count=k * d, offset=pos).reshape(k, d).copy()
             pos += 4 * k * d
-        return cls(latest, clusters, cents, of, tail=bytes(data[pos:]))
+        if last_ts is None:
+            last_ts = int(max((c[0] for c in clusters.values()), default=NEVER_MS))
+        return cls(latest, clusters, cents, of, tail=bytes(data[pos:]), last_ts_ms=last_ts)
 
     @classmethod
     def _from_v1(cls, data: bytes) -> EntityState:
@@ -570,7 +599,8 @@ class EntityState:
         if d.get("v") != 1:
             raise ValueError(f"{ENTITY_STATE}: cannot read state version {d.get('v')}")
         cents = None if d["centroids"] is None else np.asarray(d["centroids"], dtype=np.float32)
-        return cls(d["latest"], d["clusters"], cents, d["centroids_of"], d["recent"], d["groups"])
+        last_ts = int(max((c[0] for c in d["clusters"].values()), default=NEVER_MS))
+        return cls(d["latest"], d["clusters"], cents, d["centroids_of"], d["recent"], d["groups"], last_ts_ms=last_ts)
 
 
 class EntityLogic:
@@ -580,11 +610,12 @@ class EntityLogic:
     """
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, models: ModelBundle,
-                 context: Callable[[str], dict[str, Any]]) -> None:
+                 context: Callable[[str], dict[str, Any]], ttl_s: int = StateConfig.series_ttl_s) -> None:
         self.scoring = scoring
         self.alerts = alerts
         self.models = models
         self.context = context
+        self.ttl_ms = ttl_s * 1000  # a peer, or a whole service, quiet this long (event time) is forgotten
 
     def _cluster(self, st: EntityState, entity: str, s: Scored, side: list[tuple[str, str]] | None
                  ) -> list[float] | None:
@@ -631,10 +662,17 @@ class EntityLogic:
         appended to ``side`` when one is given.
         """
         st = state
+        if st.last_ts_ms != NEVER_MS and s.ts_ms - st.last_ts_ms > self.ttl_ms:
+            st.forget()  # the service was quiet past the ttl: start afresh, as after a sweep
+        st.last_ts_ms = max(st.last_ts_ms, s.ts_ms)
         entity = s.entity
         cluster = None
         trigger = s.trigger
         if entity is not None:
+            prev = st.clusters.get(entity)
+            if prev is not None and s.ts_ms - prev[0] > self.ttl_ms:  # this peer was quiet past the ttl
+                del st.clusters[entity]
+                st.latest.pop(entity, None)
             if s.metric in ENTITY_METRICS:
                 st.latest.setdefault(entity, {})[s.metric] = s.value
             cluster = self._cluster(st, entity, s, side)
@@ -674,6 +712,29 @@ class EntityLogic:
         if cand is None:
             return st, [], side
         return st, self._alert(st, cand, now_ms, side), side
+
+    def expire(self, st: EntityState, clock_ms: int) -> str:
+        """Drop what has gone quiet by the shard's clock ``clock_ms``: peers and the whole service past
+        the ttl, alert groups past the grouping window, candidates past the related window. Returns
+        ``"gone"`` (delete the whole state), ``"changed"`` or ``"kept"``. Nothing it drops could still
+        change an output: the logic treats all of it as absent already."""
+        if clock_ms - st.last_ts_ms > self.ttl_ms:
+            return "gone"
+        changed = False
+        for e in [e for e, c in st.clusters.items() if clock_ms - c[0] > self.ttl_ms]:
+            del st.clusters[e]
+            st.latest.pop(e, None)
+            changed = True
+        if st.has_cold():
+            window = self.alerts.dedup_window_s * 1000
+            for cat in [c for c, g in st.groups.items() if clock_ms - g["last"] > window]:
+                del st.groups[cat]
+                changed = True
+            recent = [r for r in st.recent if clock_ms - r[0] <= RELATED_WINDOW_MS]
+            if len(recent) != len(st.recent):
+                st.recent = recent
+                changed = True
+        return "changed" if changed else "kept"
 
     def on_feedback(self, state: EntityState | None, fb: Feedback) -> EntityState:
         """A verdict on an alert of this service: weigh it into the category's verdicts.
@@ -755,7 +816,7 @@ class EntityLogic:
         for cat in [c for c, g in st.groups.items() if s.ts_ms - g["last"] > self.alerts.dedup_window_s * 1000]:
             del st.groups[cat]
 
-        n_entities = max(len(st.latest), 1)
+        n_entities = max(sum(1 for c in st.clusters.values() if s.ts_ms - c[0] <= self.ttl_ms), 1)
         involved = {split_series_key(r)[2] for r in group["related"]}
         frac = 1.0 if s.entity is None else min(len(involved) / n_entities, 1.0)
         explanation = m.detector.explain(det)[:3]

@@ -14,18 +14,36 @@ the batch boundaries fall: one record at a time gives the same outputs (``tests/
 
 Event time is per series: an event more than ``out_of_orderness_ms`` behind the latest event of its
 own series is late (a dead letter ``late_event``); no other series' clock can make it late.
+
+State is bounded (:class:`models.config.StateConfig`). A series quiet for longer than the ttl starts
+afresh on its next event, and so do a service and a peer; :meth:`ShardLogic.sweep`, which the job
+runs on a timer, deletes what has gone that quiet by the shard's clock (its latest event time) and
+closes quiet alert groups. The logic already treats all of that as absent, so a sweep changes no
+output, wherever it falls; the one exception is a series that sends, after a sweep deleted it, an
+event older than the ttl behind the shard's clock: it starts afresh instead of being late. A service
+holds at most ``max_series_per_service`` series; an event of one more is a dead letter
+``too_many_series`` (the count frees up at the sweep after a series expires).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import AlertConfig, ScoringConfig
-from models.pipeline import EntityLogic, EntityState, ModelBundle, Scored, SeriesLogic, SeriesState, score_json
-from udfs.parse import DeadLetter, Feedback, MetricEvent, ParseLimits, parse_feedback, parse_record
+from models.config import AlertConfig, ScoringConfig, StateConfig
+from models.pipeline import (
+    NEVER_MS,
+    EntityLogic,
+    EntityState,
+    ModelBundle,
+    Scored,
+    SeriesLogic,
+    SeriesState,
+    score_json,
+)
+from udfs.parse import DeadLetter, Feedback, MetricEvent, ParseLimits, parse_feedback, parse_record, split_series_key
 
 METRIC, FEEDBACK = 0, 1  # record kinds in a batch (the JVM batcher's ``kind`` column)
 
@@ -41,18 +59,61 @@ class ShardState:
 
     load_series: Callable[[str], bytes | None]
     load_entity: Callable[[str], bytes | None]
+    # every stored (key, bytes) of the durable state: what a sweep and the series count read
+    scan_series: Callable[[], Iterable[tuple[str, bytes]]] = lambda: ()
+    scan_entities: Callable[[], Iterable[tuple[str, bytes]]] = lambda: ()
     series: dict[str, SeriesState] = field(default_factory=dict)
     entities: dict[str, EntityState] = field(default_factory=dict)
     dirty_series: set[str] = field(default_factory=set)
     dirty_entities: set[str] = field(default_factory=set)
+    clock_ms: int = NEVER_MS  # the latest event time the shard has seen (since this copy was made)
+    _counts: dict[str, int] | None = None  # series per service, counted on first need
 
-    def get_series(self, key: str) -> SeriesState:
+    def find_series(self, key: str) -> SeriesState | None:
+        """The series' state, or None if it has none."""
         st = self.series.get(key)
         if st is None:
             raw = self.load_series(key)
-            st = SeriesState.from_bytes(raw) if raw is not None else SeriesState()
-            self.series[key] = st
+            if raw is None:
+                return None
+            st = self.series[key] = SeriesState.from_bytes(raw)
         return st
+
+    def new_series(self, key: str, service: str) -> SeriesState:
+        counts = self.series_counts()
+        counts[service] = counts.get(service, 0) + 1
+        st = self.series[key] = SeriesState()
+        self.dirty_series.add(key)
+        return st
+
+    def series_counts(self) -> dict[str, int]:
+        """Series per service in state (read from the durable state once, then kept up to date)."""
+        if self._counts is None:
+            counts: dict[str, int] = {}
+            for key, _ in self.scan_series():
+                svc = split_series_key(key)[0]
+                counts[svc] = counts.get(svc, 0) + 1
+            for key in self.series:  # new in this batch, not written through yet
+                if self.load_series(key) is None:
+                    svc = split_series_key(key)[0]
+                    counts[svc] = counts.get(svc, 0) + 1
+            self._counts = counts
+        return self._counts
+
+    def drop_series(self, key: str) -> None:
+        self.series.pop(key, None)
+        self.dirty_series.discard(key)
+        if self._counts is not None:
+            svc = split_series_key(key)[0]
+            left = self._counts.get(svc, 0) - 1
+            if left > 0:
+                self._counts[svc] = left
+            else:
+                self._counts.pop(svc, None)
+
+    def drop_entity(self, service: str) -> None:
+        self.entities.pop(service, None)
+        self.dirty_entities.discard(service)
 
     def get_entity(self, service: str) -> EntityState:
         st = self.entities.get(service)
@@ -89,11 +150,20 @@ class BatchResult:
 
 
 @dataclass
+class SweepResult:
+    """What :meth:`ShardLogic.sweep` deleted: keys for the caller to remove from durable state."""
+
+    series: list[str] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Item:
     pos: int  # arrival position in the batch (records may yield several events)
     ev: Any  # MetricEvent | Feedback
     scored: Scored | None = None
     side: list[tuple[str, str]] = field(default_factory=list)
+    dead: bool = False  # a dead letter after all (a verdict on a series without state)
 
 
 class ShardLogic:
@@ -101,14 +171,16 @@ class ShardLogic:
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, models: ModelBundle,
                  context: Callable[[str], dict[str, Any]], limits: ParseLimits, out_of_orderness_ms: int,
-                 emit_scores: bool = False, keep_scored: bool = False) -> None:
+                 emit_scores: bool = False, keep_scored: bool = False, state: StateConfig | None = None) -> None:
         self.scoring = scoring
+        self.state_cfg = state or StateConfig()
+        self.ttl_ms = self.state_cfg.series_ttl_s * 1000
         self.limits = limits
         self.out_of_orderness_ms = out_of_orderness_ms
         self.emit_scores = emit_scores
         self.keep_scored = keep_scored
         self.series = SeriesLogic(scoring, models)
-        self.entity = EntityLogic(scoring, alerts, models, context)
+        self.entity = EntityLogic(scoring, alerts, models, context, self.state_cfg.series_ttl_s)
 
     @property
     def models(self) -> ModelBundle:
@@ -135,6 +207,8 @@ class ShardLogic:
                 continue
             for ev in out:
                 items.append(_Item(pos, ev))
+                if ev.ts_ms > state.clock_ms:
+                    state.clock_ms = ev.ts_ms
         # rounds: the r-th item of each series in round r
         rounds: list[list[_Item]] = []
         seen: dict[str, int] = {}
@@ -146,10 +220,12 @@ class ShardLogic:
             rounds[r].append(it)
         res.rounds = len(rounds)
         for rnd in rounds:
-            self._series_round(state, rnd, now_ms, partitions, offsets, dead, res)
+            self._series_round(state, rnd, payloads, partitions, offsets, now_ms, dead, res)
         # entities, in arrival order
         for it in items:
             ev = it.ev
+            if it.dead:
+                continue
             # the logic updates the states it is handed in place
             if type(ev) is Feedback:
                 self.entity.on_feedback(state.get_entity(ev.service), ev)
@@ -171,18 +247,36 @@ class ShardLogic:
         res.dead_letters = [d for _, d in dead]
         return res
 
-    def _series_round(self, state: ShardState, rnd: list[_Item], now_ms: int, partitions: Sequence[int],
-                      offsets: Sequence[int], dead: list, res: BatchResult) -> None:
+    def _series_round(self, state: ShardState, rnd: list[_Item], payloads: Sequence[bytes],
+                      partitions: Sequence[int], offsets: Sequence[int], now_ms: int, dead: list,
+                      res: BatchResult) -> None:
         sts: list[SeriesState] = []
         evs: list[MetricEvent] = []
         its: list[_Item] = []
+        cap = self.state_cfg.max_series_per_service
         for it in rnd:
             ev = it.ev
-            st = state.get_series(ev.series)
+            st = state.find_series(ev.series)
             if type(ev) is Feedback:
+                if st is None:  # nothing to judge: the series never sent data, or expired
+                    it.dead = True
+                    dead.append((it.pos, (DeadLetter("unknown_series", f"series {ev.series} has no state: it sent no "
+                                                     "data, or was quiet past state.series_ttl_s"),
+                                          payloads[it.pos], FEEDBACK, partitions[it.pos], offsets[it.pos])))
+                    continue
                 self.series.on_feedback(st, ev)
                 state.dirty_series.add(ev.series)
                 continue
+            if st is None:
+                n = state.series_counts().get(ev.service, 0)
+                if n >= cap:
+                    dead.append((it.pos, (DeadLetter("too_many_series", f"service {ev.service} already holds {n} "
+                                                     f"series (state.max_series_per_service {cap})"),
+                                          _event_json(ev), METRIC, partitions[it.pos], offsets[it.pos])))
+                    continue
+                st = state.new_series(ev.series, ev.service)
+            elif ev.ts_ms - st.max_ts_ms > self.ttl_ms:  # quiet past the ttl: start afresh, as after a sweep
+                st = state.series[ev.series] = SeriesState()
             if ev.ts_ms < st.max_ts_ms - self.out_of_orderness_ms - 1:
                 res.late += 1
                 detail = (f"event time {ev.ts_ms} is more than {self.out_of_orderness_ms} ms behind the latest "
@@ -201,6 +295,29 @@ class ShardLogic:
             it.scored = s
             it.side = side
             state.dirty_series.add(s.series)
+
+
+    def sweep(self, state: ShardState) -> SweepResult:
+        """Delete what has gone quiet by the shard's clock (see the module's docstring); the caller removes
+        the returned keys from durable state and writes :meth:`ShardState.take_dirty` through."""
+        res = SweepResult()
+        if state.clock_ms == NEVER_MS:  # no event since this copy was made: no clock to judge by
+            return res
+        horizon = state.clock_ms - self.ttl_ms
+        for key, raw in list(state.scan_series()):
+            st = state.series.get(key)
+            if (st.max_ts_ms if st is not None else SeriesState.peek_max_ts(raw)) < horizon:
+                res.series.append(key)
+        for key in res.series:
+            state.drop_series(key)
+        for service, _ in list(state.scan_entities()):
+            verdict = self.entity.expire(state.get_entity(service), state.clock_ms)
+            if verdict == "gone":
+                res.entities.append(service)
+                state.drop_entity(service)
+            elif verdict == "changed":
+                state.dirty_entities.add(service)
+        return res
 
 
 _SIDE = {"forecast": "forecasts", "drift": "drift", "shadow": "shadow"}

@@ -22,7 +22,8 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from models.config import AlertConfig, ScoringConfig
 from models.context import ContextCache, connect
-from models.pipeline import ENTITY_STATE, SERIES_STATE, ModelBundle
+from models.config import StateConfig
+from models.pipeline import ModelBundle
 from models.shard import FEEDBACK, ShardLogic, ShardState
 from operators.stats import instrumented
 from udfs.parse import DeadLetter, ParseLimits, parse_model_update
@@ -112,8 +113,10 @@ def _model_event(op: str, model, version, status: str, detail: str, now_ms: int,
 
 # the shard's keyed state: one map entry per series and per service, valued by their byte encodings
 # (as PyFlink's pickled bytes: its primitive byte arrays convert to and from tuples of ints)
-SERIES_MAP = MapStateDescriptor(f"shard_{SERIES_STATE}", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-ENTITY_MAP = MapStateDescriptor(f"shard_{ENTITY_STATE}", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+# The names are the maps' own and stay put (a savepoint finds its state by name); every value starts
+# with the version byte of its layout, and older layouts are read and migrate on their next write.
+SERIES_MAP = MapStateDescriptor("shard_series_state/v3", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+ENTITY_MAP = MapStateDescriptor("shard_entity_state/v2", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 # the batch layout the JVM batcher emits after the shard key: (kinds, payloads, partitions, offsets)
 BATCH_TYPE = Types.ROW([Types.PRIMITIVE_ARRAY(Types.INT()), Types.OBJECT_ARRAY(Types.PRIMITIVE_ARRAY(Types.BYTE())),
                         Types.PRIMITIVE_ARRAY(Types.INT()), Types.PRIMITIVE_ARRAY(Types.LONG())])
@@ -126,13 +129,19 @@ class ScoreShard(HotSwap):
     The shard's series and service states are decoded once and kept in Python between batches; every
     batch writes the ones it changed through to Flink's map state before it returns, so the state a
     checkpoint takes is exact (the batcher emits everything it holds before each barrier).
+
+    A processing-time timer per shard, every ``state.sweep_interval_s`` on the interval's multiples
+    (so that a restored timer and a new one are the same timer), deletes the state that has gone
+    quiet (:meth:`models.shard.ShardLogic.sweep`). After a restore the first batch serves the model
+    versions that broadcast state ``MODEL_VERSIONS`` says the job was told to serve.
     """
 
     operator_name = "score-shard"
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, limits: ParseLimits, out_of_orderness_ms: int,
                  registry_root: str, redis_url: str, refresh_s: int, topics: tuple[str, str],
-                 emit_scores: bool = False) -> None:
+                 emit_scores: bool = False, state: StateConfig | None = None) -> None:
+        self.state_cfg = state or StateConfig()
         self.scoring = scoring
         self.alerts = alerts
         self.limits = limits
@@ -158,27 +167,76 @@ class ScoreShard(HotSwap):
         self.context = ContextCache(client, self.refresh_s)
         self.context.refresh()
         self.logic = ShardLogic(self.scoring, self.alerts, ModelBundle.load(self.registry_root, client),
-                                self.context, self.limits, self.out_of_orderness_ms, emit_scores=self.emit_scores)
+                                self.context, self.limits, self.out_of_orderness_ms, emit_scores=self.emit_scores,
+                                state=self.state_cfg)
         self.shards: dict[object, ShardState] = {}
+        self.versions_restored = False
         group = ctx.get_metrics_group()
         self.counters = {n: group.counter(n) for n in ("events", "dead_letters", "late_events", "alerts")}
 
     def _bundle(self) -> ModelBundle:
         return self.logic.models
 
-    def process_element(self, batch, ctx):
+    def _shard(self, ctx) -> ShardState:
         key = ctx.get_current_key()
         st = self.shards.get(key)
         if st is None:  # read from Flink's state on first touch: restored after a failure or a rescale
-            st = self.shards[key] = ShardState(self.series_map.get, self.entity_map.get)
-        kinds, payloads, partitions, offsets = batch
-        now = _now_ms()
-        res = self.logic.on_batch(st, kinds, payloads, partitions, offsets, now)
+            st = self.shards[key] = ShardState(self.series_map.get, self.entity_map.get, self.series_map.items,
+                                               self.entity_map.items)
+            every = self.state_cfg.sweep_interval_s * 1000
+            ctx.timer_service().register_processing_time_timer((_now_ms() // every + 1) * every)
+        return st
+
+    def _write_through(self, st: ShardState) -> None:
         series, entities = st.take_dirty()
         if series:
             self.series_map.put_all(series)
         if entities:
             self.entity_map.put_all(entities)
+
+    def _restore_versions(self, ctx):
+        """Serve what broadcast state says the job was told to serve (it survives restores; the
+        registry's aliases may have moved on since)."""
+        self.versions_restored = True
+        now = _now_ms()
+        told = dict(ctx.get_broadcast_state(MODEL_VERSIONS).items())
+        served = self.logic.models.versions()
+        for name_alias, version in sorted(told.items()):
+            model, _, alias = name_alias.partition("@")
+            current = served.get(model) if alias == "production" else (
+                s.version if (s := self.logic.models.shadow.get(model)) is not None else None)
+            if (version or None) == current:
+                continue
+            try:
+                previous = self.logic.models.swap(self.registry_root, model, version or None, alias)
+            except Exception as e:  # noqa: BLE001 - keep serving what loaded, and say so
+                yield MODEL_EVENTS, _model_event(self.operator_name, model, version, "refused",
+                                                 f"on restore: {e}", now, alias)
+                continue
+            yield MODEL_EVENTS, _model_event(self.operator_name, model, version or None,
+                                             "serving" if version else "stopped", f"restored; replaced {previous}",
+                                             now, alias)
+
+    def on_timer(self, timestamp, ctx):
+        st = self._shard(ctx)
+        swept = self.logic.sweep(st)
+        for k in swept.series:
+            self.series_map.remove(k)
+        for k in swept.entities:
+            self.entity_map.remove(k)
+        self._write_through(st)
+        every = self.state_cfg.sweep_interval_s * 1000
+        ctx.timer_service().register_processing_time_timer((timestamp // every + 1) * every)
+        yield from ()
+
+    def process_element(self, batch, ctx):
+        if not self.versions_restored:
+            yield from self._restore_versions(ctx)
+        st = self._shard(ctx)
+        kinds, payloads, partitions, offsets = batch
+        now = _now_ms()
+        res = self.logic.on_batch(st, kinds, payloads, partitions, offsets, now)
+        self._write_through(st)
         c = self.counters
         c["events"].inc(res.events)
         if res.dead_letters:

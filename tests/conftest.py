@@ -22,6 +22,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "flink: runs a job graph on the local Flink MiniCluster")
     config.addinivalue_line("markers", "integration: needs the real Kafka broker and Redis server")
     config.addinivalue_line("markers", "fuzz: property-based fuzzing (unit tier; about a minute)")
+    config.addinivalue_line("markers", "fault: kills a real part mid-stream (integration tier; minutes each)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """``make faults`` asks for the fault tests' figures as a report (VIGIL_FAULT_REPORT=path)."""
+    out = os.environ.get("VIGIL_FAULT_REPORT")
+    if not out:
+        return
+    import subprocess
+
+    from tests.integration.faults import RESULTS, write_report
+
+    if RESULTS:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        write_report(Path(out), commit or "unknown")
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,8 @@ REASONS = (
     "timestamp_out_of_range",
     "timestamp_in_future",  # further ahead of the wall clock than max_future_s
     "late_event",
+    "unknown_series",  # a verdict on a series that has no state
+    "too_many_series",  # a new series of a service that already holds state.max_series_per_service
     "invalid_value",
     "limit_exceeded",  # over one of the ParseLimits caps; the detail names it
     "unparseable",  # an exception no check foresaw (a bug to fix); the detail names its type

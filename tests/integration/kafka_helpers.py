@@ -23,6 +23,7 @@ def job_config(tmp: Path, prefix: str, bootstrap: str, redis_url: str, store: Pa
     raw["redis"]["url"] = redis_url
     raw["registry"]["root"] = str(store)
     raw["validation"].update(max_past_s=None, max_future_s=None)
+    raw["job"]["checkpoint_dir"] = str(tmp / "checkpoints")
     for sec, vals in sections.items():
         raw[sec].update(vals)
     path = tmp / f"{prefix}.yaml"
@@ -45,10 +46,16 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> list[int]:
 
 def read_all(bootstrap: str, topic: str, quiet_s: float = 3.0, committed: bool = True) -> list[dict]:
     """Everything in a topic (committed transactions only, unless told otherwise)."""
+    return [v for _, v in read_keyed(bootstrap, topic, quiet_s, committed)]
+
+
+def read_keyed(bootstrap: str, topic: str, quiet_s: float = 3.0, committed: bool = True
+               ) -> list[tuple[bytes | None, dict]]:
+    """Everything in a topic as (record key, decoded value) pairs."""
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
                       isolation_level="read_committed" if committed else "read_uncommitted",
                       consumer_timeout_ms=int(quiet_s * 1000))
-    out = [json.loads(m.value) for m in c]
+    out = [(m.key, json.loads(m.value)) for m in c]
     c.close()
     return out
 

@@ -12,7 +12,7 @@ import pytest
 
 from models.artifact import ArtifactStore
 from models.context import connect, seed
-from tests.integration.kafka_helpers import job_config, produce, read_all
+from tests.integration.kafka_helpers import job_config, produce, read_all, read_keyed
 from training.simulate import SERVICES, Incident, generate
 from udfs.parse import series_key
 
@@ -59,8 +59,11 @@ def test_job_on_kafka_alerts_on_the_spike_and_dead_letters_every_bad_record(
     assert all(d["source"]["topic"] == f"{topic_prefix}.metrics" and d["source"]["partition"] == 0 for d in dead)
     assert dead[4]["payload_encoding"] == "base64"
 
-    alerts = read_all(kafka_bootstrap, f"{topic_prefix}.alerts")
+    keyed = read_keyed(kafka_bootstrap, f"{topic_prefix}.alerts")
+    alerts = [a for _, a in keyed]
     assert alerts, "no alerts at all"
+    # keyed by fingerprint: every revision of an alert on one partition, in order
+    assert all(k == a["fingerprint"].encode() for k, a in keyed)
     assert len({(a["alert_id"], a["revision"]) for a in alerts}) == len(alerts), "duplicate alert records"
     key = series_key("search", "latency_p99_ms", (("instance", "i-1"),))
     hits = [a for a in alerts if key in a["related_series"]]
