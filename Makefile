@@ -30,20 +30,20 @@ bench-nab: setup ## NAB detection quality through Kafka + Flink into reports/nab
 bench: setup ## throughput, latency and memory of the job vs a kafka-python + river loop into reports/bench.json, bench.md
 	scripts/bench.sh $(BENCH_ARGS)
 
-test: setup ## run the whole test suite (starts and stops the Kafka and Redis it needs)
+test: setup ## run the whole test suite (starts and stops the Kafka, Redis and Alertmanager it needs)
 	scripts/run-tests.sh
 
 .PHONY: faults
 faults: setup ## the fault tests alone (kill -9 of job, TaskManager, broker; Redis down; rescale) into reports/faults.md
 	VIGIL_FAULT_REPORT=reports/faults.md scripts/run-tests.sh -m fault -v tests/integration/test_faults.py
 
-up: setup ## start Kafka (KRaft) and Redis on loopback for a long-running job
+up: setup ## start Kafka (KRaft), Redis and Alertmanager on loopback for a long-running job
 	scripts/services.sh up
 
-down: ## stop the Kafka and Redis that `make up` started
+down: ## stop the Kafka, Redis and Alertmanager that `make up` started
 	scripts/services.sh down
 
-status: ## show whether Kafka and Redis are running
+status: ## show whether Kafka, Redis and Alertmanager are running
 	scripts/services.sh status
 
 # Flags of `python -m training train` (data source, drift, feedback), e.g.
@@ -65,6 +65,10 @@ savepoint: ## stop the job on the standalone cluster with a savepoint into runs/
 restore: setup ## run the job on the standalone cluster again from SAVEPOINT=path (a savepoint or retained checkpoint)
 	@test -n "$(SAVEPOINT)" || { echo "usage: make restore SAVEPOINT=path [ARGS='--config ...']"; exit 2; }
 	scripts/flink-cluster.sh restore $(SAVEPOINT) $(ARGS)
+
+.PHONY: forward-alerts
+forward-alerts: setup ## forward the alert topic into Alertmanager's API v2 (python -m jobs.alertmanager; ARGS='--url ...')
+	$(PY) -m jobs.alertmanager --config flink-conf/vigil.yaml $(ARGS)
 
 cluster-down: ## stop the standalone Flink cluster
 	scripts/flink-cluster.sh down

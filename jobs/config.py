@@ -183,6 +183,29 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class AlertmanagerConfig:
+    """Where ``python -m jobs.alertmanager`` forwards the alert topic, and how."""
+
+    url: str = "http://127.0.0.1:9094"
+    # active alerts are posted again this often, well inside Alertmanager's resolve_timeout (5 min by
+    # default), so that Alertmanager never resolves a live incident by silence
+    repeat_interval_s: int = 60
+    generator_url: str = "http://localhost:8081/#/overview"  # what each alert links back to (Flink's UI)
+    runbook_url: str = ""  # a template with {category}, {service}, {metric}; no runbook annotation when empty
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"The 'url' parameter of AlertmanagerConfig must be an http(s):// URL. Got {self.url!r}.")
+        check_positive_int(self, "repeat_interval_s", self.repeat_interval_s)
+        check_str(self, "generator_url", self.generator_url)
+        if not isinstance(self.runbook_url, str):
+            raise ConfigError(f"The 'runbook_url' parameter of AlertmanagerConfig must be a string. "
+                              f"Got {self.runbook_url!r}.")
+        check_number(self, "timeout_s", self.timeout_s, 0.1, 120)
+
+
+@dataclass(frozen=True)
 class VigilConfig:
     """Everything one Vigil job needs, from one YAML file."""
 
@@ -194,6 +217,7 @@ class VigilConfig:
     scoring: ScoringConfig
     alerts: AlertConfig
     state: StateConfig
+    alertmanager: AlertmanagerConfig
 
     SECTIONS = {
         "job": JobConfig,
@@ -204,6 +228,7 @@ class VigilConfig:
         "scoring": ScoringConfig,
         "alerts": AlertConfig,
         "state": StateConfig,
+        "alertmanager": AlertmanagerConfig,
     }
 
     @classmethod

@@ -108,23 +108,22 @@ def match(alert: dict, inc: Incident) -> bool:
 def summarise(alerts: list[dict], dead: list[dict], incidents: list[Incident], expected_dead: Counter,
               produced: int) -> tuple[str, dict]:
     """The end-of-run report, as text and as numbers."""
-    latest: dict[str, dict] = {}
-    first: dict[str, dict] = {}
+    latest: dict[str, dict] = {}  # each alert's last revision before it resolved
     for a in alerts:
-        first.setdefault(a["alert_id"], a)
-        if a["revision"] >= latest.get(a["alert_id"], {"revision": -1})["revision"]:
+        if a["status"] != "resolved" and a["revision"] >= latest.get(a["alert_id"], {"revision": -1})["revision"]:
             latest[a["alert_id"]] = a
-    active = [a for a in latest.values() if a["status"] != "suppressed"]
+    resolved = {a["alert_id"] for a in alerts if a["status"] == "resolved"}
+    active = [a for a in latest.values() if a["status"] != "suppressed"]  # raised to people (resolved or not)
     suppressed = [a for a in latest.values() if a["status"] == "suppressed"]
     lines = [f"events produced: {produced}; alert records consumed: {len(alerts)} "
-             f"({len(latest)} alerts, {len(suppressed)} suppressed as likely false)"]
+             f"({len(latest)} alerts, {len(suppressed)} suppressed as likely false, {len(resolved)} resolved)"]
     for field in ("severity", "priority", "team", "category", "trigger"):
         c = Counter(a[field] for a in active)
         lines.append(f"  by {field:<9} " + ", ".join(f"{k}={v}" for k, v in sorted(c.items())))
     caught, matched_ids = [], set()
     lines.append("incidents:")
     for inc in incidents:
-        hits = [a for a in alerts if a["status"] != "suppressed" and match(a, inc)]
+        hits = [a for a in alerts if a["status"] in ("open", "escalated") and match(a, inc)]
         matched_ids.update(a["alert_id"] for a in hits)
         if hits:
             t0 = min(int(datetime.fromisoformat(a["event_time"]).timestamp() * 1000) for a in hits)
@@ -143,6 +142,7 @@ def summarise(alerts: list[dict], dead: list[dict], incidents: list[Incident], e
     lines.append(f"dead letters: {sum(got_dead.values())} (" + ", ".join(
         f"{k}={v}" for k, v in sorted(got_dead.items())) + f"); injected: {sum(expected_dead.values())}")
     numbers = {"produced": produced, "alerts": len(latest), "active": len(active), "suppressed": len(suppressed),
+               "resolved": len(resolved),
                "caught": caught, "incidents": len(incidents), "false_alerts": len(false_alerts),
                "dead_letters": dict(got_dead), "dead_letters_expected": dict(expected_dead)}
     return "\n".join(lines), numbers

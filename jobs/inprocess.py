@@ -67,9 +67,11 @@ class InProcessJob:
         self.series_state.update(s)
         self.entity_state.update(e)
 
-    def sweep(self) -> SweepResult:
-        """What the job's timer does: delete the state that has gone quiet by the shard's clock."""
-        res = self.logic.sweep(self.state)
+    def sweep(self, now_ms: int = 0) -> SweepResult:
+        """What the job's timer does: delete the state that has gone quiet by the shard's clock, and
+        resolve quiet alert groups (their revisions join ``alerts``)."""
+        res = self.logic.sweep(self.state, now_ms)
+        self.alerts.extend(res.alerts)
         for k in res.series:
             del self.series_state[k]
         for k in res.entities:

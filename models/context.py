@@ -1,7 +1,8 @@
 """Service context from Redis (owner, criticality, revenue and users per minute), cached.
 
 The job reads it when an operator opens and again every ``refresh_s`` seconds of processing time.
-When Redis is down the last known context keeps serving: scoring never waits on Redis. Keys are
+When Redis is down, or comes back empty (restarted without its data), the last known context keeps
+serving: scoring never waits on Redis. Keys are
 hashes ``vigil:service:<service>`` with fields owner, criticality, revenue_per_min, users and
 description (the demo seeds them with :func:`seed`).
 """
@@ -58,6 +59,9 @@ class ContextCache:
         except redis.RedisError as e:
             self.failures += 1
             log.warning("service context refresh failed (%s); keeping %d known services", e, len(self.data))
+            return False
+        if not data and self.data:  # a Redis back without its data (restarted, not persisted): keep what we know
+            log.warning("service context refresh found no services; keeping %d known services", len(self.data))
             return False
         self.data = data
         return True

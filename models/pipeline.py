@@ -708,33 +708,52 @@ class EntityLogic:
                              "ModelBundle without one, which can only raise candidates (EntityLogic.candidate)")
         st = state or EntityState()
         side: list[tuple[str, str]] = []
+        closed: list[str] = []
+        if st.last_ts_ms != NEVER_MS and s.ts_ms - st.last_ts_ms > self.ttl_ms and st.has_cold():
+            closed = self.close_quiet(st, s.ts_ms, now_ms)  # the service is forgotten next: resolve first
         cand = self.candidate(st, s, side)
         if cand is None:
-            return st, [], side
-        return st, self._alert(st, cand, now_ms, side), side
+            return st, closed, side
+        return st, closed + self._alert(st, cand, now_ms, side), side
 
-    def expire(self, st: EntityState, clock_ms: int) -> str:
+    def close_quiet(self, st: EntityState, clock_ms: int, now_ms: int) -> list[str]:
+        """Resolve and drop the alert groups with no candidate for ``alerts.dedup_window_s`` by event time
+        ``clock_ms``; the ``resolved`` revisions (JSON) to emit. What they say depends only on the group,
+        never on when this runs (a sweep, or the service's next candidate)."""
+        window = self.alerts.dedup_window_s * 1000
+        out = []
+        for cat in [c for c, g in st.groups.items() if clock_ms - g["last"] > window]:
+            g = st.groups.pop(cat)
+            last = g.get("alert")
+            if last is None:  # a group from before alerts were kept in it (entity_state/v2): nothing to revise
+                continue
+            out.append(json.dumps({
+                **last, "revision": g["revision"] + 1, "status": "resolved", "severity": g["severity"],
+                "window": {"start": iso(g["start"]), "end": iso(g["last"]), "candidates": g["count"]},
+                "endsAt": iso(g["last"] + window), "emitted_at": iso(now_ms), "related_series": g["related"],
+            }, separators=(",", ":")))
+        return out
+
+    def expire(self, st: EntityState, clock_ms: int, now_ms: int) -> tuple[str, list[str]]:
         """Drop what has gone quiet by the shard's clock ``clock_ms``: peers and the whole service past
-        the ttl, alert groups past the grouping window, candidates past the related window. Returns
-        ``"gone"`` (delete the whole state), ``"changed"`` or ``"kept"``. Nothing it drops could still
-        change an output: the logic treats all of it as absent already."""
+        the ttl, alert groups past the grouping window (resolving them), candidates past the related
+        window. Returns ``"gone"`` (delete the whole state), ``"changed"`` or ``"kept"``, and the
+        ``resolved`` alerts to emit. Nothing it drops could still change an output: the logic treats
+        all of it as absent already."""
+        resolved = self.close_quiet(st, clock_ms, now_ms) if st.has_cold() else []
         if clock_ms - st.last_ts_ms > self.ttl_ms:
-            return "gone"
-        changed = False
+            return "gone", resolved
+        changed = bool(resolved)
         for e in [e for e, c in st.clusters.items() if clock_ms - c[0] > self.ttl_ms]:
             del st.clusters[e]
             st.latest.pop(e, None)
             changed = True
         if st.has_cold():
-            window = self.alerts.dedup_window_s * 1000
-            for cat in [c for c, g in st.groups.items() if clock_ms - g["last"] > window]:
-                del st.groups[cat]
-                changed = True
             recent = [r for r in st.recent if clock_ms - r[0] <= RELATED_WINDOW_MS]
             if len(recent) != len(st.recent):
                 st.recent = recent
                 changed = True
-        return "changed" if changed else "kept"
+        return ("changed" if changed else "kept"), resolved
 
     def on_feedback(self, state: EntityState | None, fb: Feedback) -> EntityState:
         """A verdict on an alert of this service: weigh it into the category's verdicts.
@@ -788,9 +807,8 @@ class EntityLogic:
             severity = m.detector.severity(score, threshold)
         suppressed = fp >= self.alerts.suppress_fp_above
 
+        out = self.close_quiet(st, s.ts_ms, now_ms)  # this category's group too, if it has gone quiet
         group = st.groups.get(category)
-        if group is not None and s.ts_ms - group["last"] > self.alerts.dedup_window_s * 1000:
-            group = None
         if group is not None:
             group["last"] = s.ts_ms
             group["count"] += 1
@@ -799,7 +817,7 @@ class EntityLogic:
             escalate = SEVERITY_RANK[severity] > SEVERITY_RANK[group["severity"]]
             reopen = group["suppressed"] and not suppressed
             if not (escalate or reopen):
-                return []
+                return out
             group["revision"] += 1
             group["severity"] = max(severity, group["severity"], key=SEVERITY_RANK.__getitem__)
             group["suppressed"] = suppressed
@@ -812,9 +830,6 @@ class EntityLogic:
                      "related": [s.series]}
             st.groups[category] = group
             status = "suppressed" if suppressed else "open"
-        # drop groups that have been quiet for longer than the window: the state stays bounded
-        for cat in [c for c, g in st.groups.items() if s.ts_ms - g["last"] > self.alerts.dedup_window_s * 1000]:
-            del st.groups[cat]
 
         n_entities = max(sum(1 for c in st.clusters.values() if s.ts_ms - c[0] <= self.ttl_ms), 1)
         involved = {split_series_key(r)[2] for r in group["related"]}
@@ -831,6 +846,8 @@ class EntityLogic:
             "series": {"key": s.series, "service": s.service, "metric": s.metric, "tags": dict(s.tags),
                        "entity": s.entity},
             "window": {"start": iso(group["start"]), "end": iso(s.ts_ms), "candidates": group["count"]},
+            "startsAt": iso(group["start"]),
+            "endsAt": None,  # set on the "resolved" revision
             "event_time": iso(s.ts_ms),
             "emitted_at": iso(now_ms),
             "value": _r(s.value),
@@ -865,7 +882,8 @@ class EntityLogic:
             "models": {"detector": s.versions[0], "forecaster": s.versions[1], "clusterer": m.clusterer.version,
                        "classifier": classifier.version},
         }
-        return [json.dumps(alert, separators=(",", ":"))]
+        group["alert"] = alert  # what the "resolved" revision will repeat
+        return out + [json.dumps(alert, separators=(",", ":"))]
 
 
 def _top(cls: dict[str, Any]) -> dict[str, Any]:

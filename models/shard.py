@@ -18,8 +18,9 @@ own series is late (a dead letter ``late_event``); no other series' clock can ma
 State is bounded (:class:`models.config.StateConfig`). A series quiet for longer than the ttl starts
 afresh on its next event, and so do a service and a peer; :meth:`ShardLogic.sweep`, which the job
 runs on a timer, deletes what has gone that quiet by the shard's clock (its latest event time) and
-closes quiet alert groups. The logic already treats all of that as absent, so a sweep changes no
-output, wherever it falls; the one exception is a series that sends, after a sweep deleted it, an
+resolves quiet alert groups (a ``resolved`` revision with ``endsAt``, which the service's next
+candidate would otherwise emit). The logic already treats all of that as absent, so where a sweep
+falls changes no output but the time a ``resolved`` revision is emitted; the one exception is a series that sends, after a sweep deleted it, an
 event older than the ttl behind the shard's clock: it starts afresh instead of being late. A service
 holds at most ``max_series_per_service`` series; an event of one more is a dead letter
 ``too_many_series`` (the count frees up at the sweep after a series expires).
@@ -155,6 +156,7 @@ class SweepResult:
 
     series: list[str] = field(default_factory=list)
     entities: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # "resolved" revisions of the groups it closed
 
 
 @dataclass
@@ -297,7 +299,7 @@ class ShardLogic:
             state.dirty_series.add(s.series)
 
 
-    def sweep(self, state: ShardState) -> SweepResult:
+    def sweep(self, state: ShardState, now_ms: int) -> SweepResult:
         """Delete what has gone quiet by the shard's clock (see the module's docstring); the caller removes
         the returned keys from durable state and writes :meth:`ShardState.take_dirty` through."""
         res = SweepResult()
@@ -311,7 +313,8 @@ class ShardLogic:
         for key in res.series:
             state.drop_series(key)
         for service, _ in list(state.scan_entities()):
-            verdict = self.entity.expire(state.get_entity(service), state.clock_ms)
+            verdict, resolved = self.entity.expire(state.get_entity(service), state.clock_ms, now_ms)
+            res.alerts.extend(resolved)
             if verdict == "gone":
                 res.entities.append(service)
                 state.drop_entity(service)

@@ -132,8 +132,9 @@ class ScoreShard(HotSwap):
 
     A processing-time timer per shard, every ``state.sweep_interval_s`` on the interval's multiples
     (so that a restored timer and a new one are the same timer), deletes the state that has gone
-    quiet (:meth:`models.shard.ShardLogic.sweep`). After a restore the first batch serves the model
-    versions that broadcast state ``MODEL_VERSIONS`` says the job was told to serve.
+    quiet (:meth:`models.shard.ShardLogic.sweep`) and resolves quiet alert groups. After a restore the
+    first batch serves the model versions that broadcast state ``MODEL_VERSIONS`` says the job was
+    told to serve.
     """
 
     operator_name = "score-shard"
@@ -219,7 +220,7 @@ class ScoreShard(HotSwap):
 
     def on_timer(self, timestamp, ctx):
         st = self._shard(ctx)
-        swept = self.logic.sweep(st)
+        swept = self.logic.sweep(st, _now_ms())
         for k in swept.series:
             self.series_map.remove(k)
         for k in swept.entities:
@@ -227,7 +228,9 @@ class ScoreShard(HotSwap):
         self._write_through(st)
         every = self.state_cfg.sweep_interval_s * 1000
         ctx.timer_service().register_processing_time_timer((timestamp // every + 1) * every)
-        yield from ()
+        if swept.alerts:
+            self.counters["alerts"].inc(len(swept.alerts))
+        yield from swept.alerts
 
     def process_element(self, batch, ctx):
         if not self.versions_restored:

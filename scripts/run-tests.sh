@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: start the real Kafka and Redis the integration tests need (on ports of their own),
+# `make test`: start the real Kafka, Redis and Alertmanager the integration tests need (ports of their own),
 # run pytest, and stop them whatever happens.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -7,6 +7,8 @@ cd "$root"
 export VIGIL_KAFKA_PORT="${VIGIL_TEST_KAFKA_PORT:-19092}"
 export VIGIL_KAFKA_CONTROLLER_PORT="${VIGIL_TEST_KAFKA_CONTROLLER_PORT:-19093}"
 export VIGIL_REDIS_PORT="${VIGIL_TEST_REDIS_PORT:-16390}"
+export VIGIL_ALERTMANAGER_PORT="${VIGIL_TEST_ALERTMANAGER_PORT:-19094}"
+export VIGIL_ALERTMANAGER_URL="http://127.0.0.1:$VIGIL_ALERTMANAGER_PORT"
 export VIGIL_KAFKA_BOOTSTRAP="127.0.0.1:$VIGIL_KAFKA_PORT"
 export VIGIL_REDIS_URL="redis://127.0.0.1:$VIGIL_REDIS_PORT/0"
 export VIGIL_SERVICES_RUN="$root/.cache/test-run"

