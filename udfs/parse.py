@@ -4,7 +4,8 @@ Accepted shapes (one Kafka record each):
 
 - native: ``{"metric", "value", "timestamp", "service", "tags"}`` (``tags`` optional);
 - Telegraf JSON output: ``{"name", "fields": {...}, "tags": {"service", ...}, "timestamp"}``, one
-  event per numeric field, named ``<name>_<field>``;
+  event per numeric field (a boolean is 0 or 1; string fields are states, not measurements, and
+  are left out), named ``<name>_<field>``;
 - Prometheus samples as JSON (prometheus-kafka-adapter style):
   ``{"labels": {"__name__", "job"|"service", ...}, "value": "1.5", "timestamp"}``.
 
@@ -46,6 +47,8 @@ REASONS = (
     "limit_exceeded",  # over one of the ParseLimits caps; the detail names it
     "unparseable",  # an exception no check foresaw (a bug to fix); the detail names its type
 )
+# the reasons the job's state gives, not the parsers: whether an event is late, or one series too many
+STATE_REASONS = ("late_event", "too_many_series", "unknown_series")
 DEAD_LETTER_SCHEMA = "vigil.deadletter/v1"
 MAX_NAME = 200
 MAX_DEPTH = 8
@@ -474,10 +477,18 @@ def _telegraf(obj: dict, limits: ParseLimits) -> list[MetricEvent]:
     ts = _timestamp(obj.get("timestamp"))
     events = []
     for k, v in sorted(fields.items()):
+        # Telegraf mixes measurements with states: a boolean is a 0/1 gauge, a string (e.g.
+        # net_response's result_type) or null names a state and is not a measurement to score
+        if isinstance(v, str) or v is None:
+            continue
         metric = f"{name}_{k}"
         if len(metric) > MAX_NAME or not metric.isascii():
             _name(metric, f"fields.{k[:40]}")
-        events.append(_event(service, metric, tags, ts, _number(v, f"fields.{k[:40]}", allow_str=False), limits))
+        value = float(v) if isinstance(v, bool) else _number(v, f"fields.{k[:40]}", allow_str=False)
+        events.append(_event(service, metric, tags, ts, value, limits))
+    if not events:
+        raise _Bad("wrong_type", "no field of 'fields' is a number or a boolean (string fields are states, "
+                   "not measurements)")
     return events
 
 

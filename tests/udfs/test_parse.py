@@ -69,6 +69,19 @@ def test_telegraf_record_gives_one_event_per_field():
     ]
 
 
+def test_telegraf_string_fields_are_states_and_booleans_are_gauges():
+    """net_response's result_type is a string beside its numbers: the record is scored, not refused."""
+    rec = {"name": "net_response", "fields": {"response_time": 0.012, "result_code": 0, "result_type": "success",
+                                              "up": True}, "tags": {"service": "edge", "server": "cdn"},
+           "timestamp": NOW // 1000}
+    evs = parse_record(enc(rec), NOW)
+    assert [(e.metric, e.value) for e in evs] == [("net_response_response_time", 0.012),
+                                                  ("net_response_result_code", 0.0), ("net_response_up", 1.0)]
+    only_states = {**rec, "fields": {"result_type": "timeout"}}
+    dl = parse_record(enc(only_states), NOW)
+    assert dl.reason == "wrong_type" and "string fields are states" in dl.detail
+
+
 def test_prometheus_sample_with_string_value():
     rec = {"labels": {"__name__": "plays_per_min", "job": "playback", "region": "eu"}, "value": "52000.5",
            "timestamp": "2026-05-28T20:26:40Z"}
