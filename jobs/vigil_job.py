@@ -77,6 +77,10 @@ def flink_configuration(cfg: VigilConfig, restore: str | None = None) -> Configu
     # one key group per shard: rescaling moves whole shards, and a savepoint restores at any parallelism
     conf.set_string("pipeline.max-parallelism", str(cfg.job.shards))
     conf.set_string("pipeline.name", cfg.job.name)
+    # the Kafka sources and conversions the SQL planner makes get explicit uids too (our own operators
+    # name theirs), so that every stateful operator of a savepoint is found by uid on restore; the
+    # uids follow the order of the statements, which this module fixes
+    conf.set_string("table.exec.uid.generation", "ALWAYS")
     # network buffers between tasks flush at least this often (Flink's default is 100 ms): under load
     # batches fill them anyway, when traffic is light it bounds what a buffer adds to alert latency
     conf.set_string("execution.buffer-timeout.interval", "10 ms")
