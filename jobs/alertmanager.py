@@ -147,7 +147,13 @@ def run(cfg: VigilConfig, idle_exit_s: float | None = None) -> Forwarder:
     consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, enable_auto_commit=False,
                              isolation_level="read_committed", **{
                                  kk.replace(".", "_"): v for kk, v in k.client_properties().items()})
-    parts = [TopicPartition(k.topics.alerts, p) for p in (consumer.partitions_for_topic(k.topics.alerts) or {0})]
+    found = consumer.partitions_for_topic(k.topics.alerts)
+    while not found:  # started before the job has created its alert topic
+        print(f"alertmanager: waiting for topic {k.topics.alerts}", file=sys.stderr, flush=True)
+        time.sleep(2)
+        consumer.topics()  # refreshes the metadata
+        found = consumer.partitions_for_topic(k.topics.alerts)
+    parts = [TopicPartition(k.topics.alerts, p) for p in sorted(found)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     ends = consumer.end_offsets(parts)
