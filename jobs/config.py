@@ -33,6 +33,12 @@ DEFAULT_CONFIG = ROOT / "flink-conf" / "vigil.yaml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+def project_path(path: str) -> Path:
+    """A configured path: absolute as given, else relative to the project root."""
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
 @dataclass(frozen=True)
 class TopicsConfig:
     metrics: str = "vigil.metrics"
@@ -104,10 +110,7 @@ class JobConfig:
 
     def checkpoint_uri(self) -> str:
         """``checkpoint_dir`` as a Flink filesystem URI (a bare path is local, under the project root)."""
-        if "://" in self.checkpoint_dir:
-            return self.checkpoint_dir
-        p = Path(self.checkpoint_dir)
-        return (p if p.is_absolute() else ROOT / p).as_uri()
+        return self.checkpoint_dir if "://" in self.checkpoint_dir else project_path(self.checkpoint_dir).as_uri()
 
     def __post_init__(self) -> None:
         check_str(self, "name", self.name)
@@ -151,8 +154,7 @@ class RegistryConfig:
         check_str(self, "root", self.root)
 
     def path(self) -> Path:
-        p = Path(self.root)
-        return p if p.is_absolute() else ROOT / p
+        return project_path(self.root)
 
 
 @dataclass(frozen=True)

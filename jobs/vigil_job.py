@@ -20,16 +20,16 @@ from pathlib import Path
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import SerializationSchema, SimpleStringSchema
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
-from pyflink.datastream.data_stream import KeyedStream
 from pyflink.datastream.connectors.kafka import (
     DeliveryGuarantee,
     KafkaRecordSerializationSchema,
     KafkaSink,
 )
+from pyflink.datastream.data_stream import KeyedStream
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from jobs.config import ROOT, VigilConfig
+from jobs.config import ROOT, VigilConfig, project_path
 from models.registry import ensure_compacted_topic, ensure_topic
 from operators.functions import (
     BATCH_TYPE,
@@ -50,10 +50,10 @@ _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "
 
 def latest_checkpoint(cfg: VigilConfig) -> str:
     """The newest complete checkpoint retained under ``job.checkpoint_dir`` (a local one), as a path."""
-    uri = cfg.job.checkpoint_uri()
-    if not uri.startswith("file:"):
-        raise ValueError(f"--restore latest needs a local job.checkpoint_dir; give the checkpoint's URI under {uri}")
-    root = Path(uri[len("file://"):])
+    d = cfg.job.checkpoint_dir
+    if "://" in d and not d.startswith("file://"):
+        raise ValueError(f"--restore latest needs a local job.checkpoint_dir; give the checkpoint's URI under {d}")
+    root = Path(d[len("file://"):]) if d.startswith("file://") else project_path(d)
     found = sorted(root.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(f"no complete checkpoint under {root}")

@@ -494,6 +494,11 @@ class EntityState:
         self._tail, self._cold = None, {"recent": [], "groups": {}, "feedback": {}}
         self.last_ts_ms = NEVER_MS
 
+    def drop_peer(self, entity: str) -> None:
+        """Forget one entity of the service: its latest values and cluster assignment."""
+        self.clusters.pop(entity, None)
+        self.latest.pop(entity, None)
+
     def has_cold(self) -> bool:
         """Whether the irregular part (candidates, groups, verdicts) holds anything."""
         return bool(self._tail) if self._tail is not None else any(self._cold.values())
@@ -671,8 +676,7 @@ class EntityLogic:
         if entity is not None:
             prev = st.clusters.get(entity)
             if prev is not None and s.ts_ms - prev[0] > self.ttl_ms:  # this peer was quiet past the ttl
-                del st.clusters[entity]
-                st.latest.pop(entity, None)
+                st.drop_peer(entity)
             if s.metric in ENTITY_METRICS:
                 st.latest.setdefault(entity, {})[s.metric] = s.value
             cluster = self._cluster(st, entity, s, side)
@@ -745,8 +749,7 @@ class EntityLogic:
             return "gone", resolved
         changed = bool(resolved)
         for e in [e for e, c in st.clusters.items() if clock_ms - c[0] > self.ttl_ms]:
-            del st.clusters[e]
-            st.latest.pop(e, None)
+            st.drop_peer(e)
             changed = True
         if st.has_cold():
             recent = [r for r in st.recent if clock_ms - r[0] <= RELATED_WINDOW_MS]

@@ -20,8 +20,9 @@ afresh on its next event, and so do a service and a peer; :meth:`ShardLogic.swee
 runs on a timer, deletes what has gone that quiet by the shard's clock (its latest event time) and
 resolves quiet alert groups (a ``resolved`` revision with ``endsAt``, which the service's next
 candidate would otherwise emit). The logic already treats all of that as absent, so where a sweep
-falls changes no output but the time a ``resolved`` revision is emitted; the one exception is a series that sends, after a sweep deleted it, an
-event older than the ttl behind the shard's clock: it starts afresh instead of being late. A service
+falls changes no output but the time a ``resolved`` revision is emitted; the one exception is a
+series that sends, after a sweep deleted it, an event older than the ttl behind the shard's clock:
+it starts afresh instead of being late. A service
 holds at most ``max_series_per_service`` series; an event of one more is a dead letter
 ``too_many_series`` (the count frees up at the sweep after a series expires).
 """
@@ -90,14 +91,11 @@ class ShardState:
     def series_counts(self) -> dict[str, int]:
         """Series per service in state (read from the durable state once, then kept up to date)."""
         if self._counts is None:
+            stored = {key for key, _ in self.scan_series()}
             counts: dict[str, int] = {}
-            for key, _ in self.scan_series():
+            for key in stored.union(self.series):  # with the new ones of this batch, not written through yet
                 svc = split_series_key(key)[0]
                 counts[svc] = counts.get(svc, 0) + 1
-            for key in self.series:  # new in this batch, not written through yet
-                if self.load_series(key) is None:
-                    svc = split_series_key(key)[0]
-                    counts[svc] = counts.get(svc, 0) + 1
             self._counts = counts
         return self._counts
 
@@ -116,10 +114,12 @@ class ShardState:
         self.entities.pop(service, None)
         self.dirty_entities.discard(service)
 
-    def get_entity(self, service: str) -> EntityState:
+    def get_entity(self, service: str, raw: bytes | None = None) -> EntityState:
+        """The service's state (``raw``: its stored bytes, when the caller has read them already)."""
         st = self.entities.get(service)
         if st is None:
-            raw = self.load_entity(service)
+            if raw is None:
+                raw = self.load_entity(service)
             st = EntityState.from_bytes(raw) if raw is not None else EntityState()
             self.entities[service] = st
         return st
@@ -312,8 +312,8 @@ class ShardLogic:
                 res.series.append(key)
         for key in res.series:
             state.drop_series(key)
-        for service, _ in list(state.scan_entities()):
-            verdict, resolved = self.entity.expire(state.get_entity(service), state.clock_ms, now_ms)
+        for service, raw in list(state.scan_entities()):
+            verdict, resolved = self.entity.expire(state.get_entity(service, raw), state.clock_ms, now_ms)
             res.alerts.extend(resolved)
             if verdict == "gone":
                 res.entities.append(service)

@@ -20,9 +20,8 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
-from models.config import AlertConfig, ScoringConfig
+from models.config import AlertConfig, ScoringConfig, StateConfig
 from models.context import ContextCache, connect
-from models.config import StateConfig
 from models.pipeline import ModelBundle
 from models.shard import FEEDBACK, ShardLogic, ShardState
 from operators.stats import instrumented
