@@ -199,6 +199,8 @@ class MiniClusterJob:
         self.proc.wait(30)
         self.log.close()
 
+    stop = kill9
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -24,16 +24,6 @@ def _jobs() -> list[dict]:
         return json.load(r)["jobs"]
 
 
-@pytest.fixture
-def cluster():
-    up = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=180)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield
-    finally:
-        subprocess.run([str(SCRIPT), "down"], capture_output=True, text=True, timeout=120)
-
-
 def test_flink_run_on_a_standalone_cluster(tmp_path, trained_store, kafka_bootstrap, redis_url, topic_prefix, cluster):
     seed(connect(redis_url), SERVICES)
     cfg = job_config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store)

@@ -9,6 +9,8 @@ import re
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,37 +69,48 @@ def _finish(name, fault, cfg, store, payloads, kafka, prefix, watch, fault_at, n
     return res
 
 
-def _start(job_factory, kafka, prefix, payloads, watch_topic="forecasts", rate=RATE):
+@dataclass
+class _Run:
+    job: MiniClusterJob | _ClusterJob  # the one running now: a test that restarts the job sets it
+    watch: CommitWatch
+    load: Load
+    n0: int  # records produced before the job started
+
+
+@contextmanager
+def _running(job_factory, kafka, prefix, payloads, rate=RATE):
+    """The job started on the first records, committing, with the rest coming under load; at the end the
+    watch is closed and the job stopped."""
     n0 = int(len(payloads) * PREFIX_SHARE)
     produce(kafka, f"{prefix}.metrics", payloads[:n0])
-    job = job_factory()
-    watch = CommitWatch(kafka, f"{prefix}.{watch_topic}")
-    assert watch.wait_for(1, timeout_s=180), "the job committed nothing within 3 minutes"
-    load = Load(kafka, f"{prefix}.metrics", payloads[n0:], rate).start()
-    return job, watch, load, n0
+    run = _Run(job_factory(), CommitWatch(kafka, f"{prefix}.forecasts"), None, n0)  # type: ignore[arg-type]
+    try:
+        assert run.watch.wait_for(1, timeout_s=180), "the job committed nothing within 3 minutes"
+        run.load = Load(kafka, f"{prefix}.metrics", payloads[n0:], rate).start()
+        yield run
+    finally:
+        run.watch.close()
+        run.job.stop()
 
 
 def test_kill_9_of_the_minicluster_job_restarts_from_its_retained_checkpoint(
         tmp_path, trained_store, kafka_bootstrap, redis_url, topic_prefix, payloads):
     cfg = _config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store)
     log = tmp_path / "job.log"
-    job, watch, load, n0 = _start(lambda: MiniClusterJob(cfg, log), kafka_bootstrap, topic_prefix, payloads)
-    try:
+    with _running(lambda: MiniClusterJob(cfg, log), kafka_bootstrap, topic_prefix, payloads) as run:
+        job, watch, load, n0 = run.job, run.watch, run.load, run.n0
         load.wait_sent((len(payloads) - n0) // 3)
         killed_at = time.time()
         job.kill9()
         checkpoints = sorted((tmp_path / "checkpoints").glob("*/chk-*/_metadata"))
         assert checkpoints, "no retained checkpoint to restart from"
-        job = MiniClusterJob(cfg, log, "--restore", "latest")
+        job = run.job = MiniClusterJob(cfg, log, "--restore", "latest")
         load.wait()
         res = _finish("minicluster_kill9", "`kill -9` of the MiniCluster job process (client and JVM), "
                       "restarted with `--restore latest`", cfg, trained_store, payloads, kafka_bootstrap,
                       topic_prefix, watch, killed_at, {"retained checkpoints found": len(checkpoints)}, killed=True)
         assert "restoring from" in job.output()
         assert res.recovery_s is not None
-    finally:
-        watch.close()
-        job.kill9()
 
 
 def _broker_pid() -> int:
@@ -109,8 +122,8 @@ def test_the_kafka_broker_killed_and_restarted_mid_stream(
         tmp_path, trained_store, kafka_bootstrap, redis_url, topic_prefix, payloads):
     cfg = _config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store)
     log = tmp_path / "job.log"
-    job, watch, load, n0 = _start(lambda: MiniClusterJob(cfg, log), kafka_bootstrap, topic_prefix, payloads)
-    try:
+    with _running(lambda: MiniClusterJob(cfg, log), kafka_bootstrap, topic_prefix, payloads) as run:
+        job, watch, load, n0 = run.job, run.watch, run.load, run.n0
         load.wait_sent((len(payloads) - n0) // 3)
         load.running.clear()  # the load's producer waits too while the broker is gone
         subprocess.run(["kill", "-9", str(_broker_pid())], check=True)
@@ -126,9 +139,6 @@ def test_the_kafka_broker_killed_and_restarted_mid_stream(
                       {"broker down for": f"{back_at - down_at:.1f} s"})
         assert job.alive(), "the job process gave up"
         assert res.recovery_s is not None
-    finally:
-        watch.close()
-        job.kill9()
 
 
 def test_redis_stopped_mid_run_scoring_never_stops(
@@ -138,28 +148,26 @@ def test_redis_stopped_mid_run_scoring_never_stops(
     raw["redis"]["refresh_s"] = 1  # the job tries Redis every second while it is gone
     cfg.write_text(yaml.safe_dump(raw))
     log = tmp_path / "job.log"
-    job, watch, load, n0 = _start(lambda: MiniClusterJob(cfg, log), kafka_bootstrap, topic_prefix, payloads,
-                                  rate=1_000)
     try:
-        load.wait_sent((len(payloads) - n0) // 5)
-        down = subprocess.run([str(SERVICES_SH), "down", "redis"], capture_output=True, text=True, timeout=60)
-        assert down.returncode == 0, down.stdout + down.stderr
-        down_at = time.time()
-        time.sleep(6)  # six refreshes fail while the load goes on
-        during = [c for t, c in watch.log if t > down_at]
-        up = subprocess.run([str(SERVICES_SH), "up", "redis"], capture_output=True, text=True, timeout=60)
-        assert up.returncode == 0, up.stdout + up.stderr
-        seed(connect(redis_url), SERVICES)  # the test Redis keeps nothing on disk: its operator re-seeds it
-        back_at = time.time()
-        load.wait()
-        _finish("redis_stop", f"Redis stopped for {back_at - down_at:.0f} s mid-run, then started and re-seeded",
-                cfg, trained_store, payloads, kafka_bootstrap, topic_prefix, watch, back_at,
-                {"forecasts committed while Redis was down": len(during)})
-        assert during, "scoring stopped while Redis was down"
-        assert job.alive() and "Restarting" not in job.output() and "RESTARTING" not in job.output()
+        with _running(lambda: MiniClusterJob(cfg, log), kafka_bootstrap, topic_prefix, payloads, rate=1_000) as run:
+            job, watch, load, n0 = run.job, run.watch, run.load, run.n0
+            load.wait_sent((len(payloads) - n0) // 5)
+            down = subprocess.run([str(SERVICES_SH), "down", "redis"], capture_output=True, text=True, timeout=60)
+            assert down.returncode == 0, down.stdout + down.stderr
+            down_at = time.time()
+            time.sleep(6)  # six refreshes fail while the load goes on
+            during = [c for t, c in watch.log if t > down_at]
+            up = subprocess.run([str(SERVICES_SH), "up", "redis"], capture_output=True, text=True, timeout=60)
+            assert up.returncode == 0, up.stdout + up.stderr
+            seed(connect(redis_url), SERVICES)  # the test Redis keeps nothing on disk: its operator re-seeds it
+            back_at = time.time()
+            load.wait()
+            _finish("redis_stop", f"Redis stopped for {back_at - down_at:.0f} s mid-run, then started and re-seeded",
+                    cfg, trained_store, payloads, kafka_bootstrap, topic_prefix, watch, back_at,
+                    {"forecasts committed while Redis was down": len(during)})
+            assert during, "scoring stopped while Redis was down"
+            assert job.alive() and "Restarting" not in job.output() and "RESTARTING" not in job.output()
     finally:
-        watch.close()
-        job.kill9()
         subprocess.run([str(SERVICES_SH), "up", "redis"], capture_output=True, text=True, timeout=60)
 
 
@@ -176,23 +184,6 @@ def _running_job() -> str | None:
     return jobs[0]["jid"] if jobs else None
 
 
-@pytest.fixture
-def cluster():
-    up = subprocess.run([str(CLUSTER_SH), "up"], capture_output=True, text=True, timeout=180)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield
-    finally:
-        jid = None
-        try:
-            jid = _running_job()
-        except OSError:
-            pass
-        if jid:
-            subprocess.run([str(CLUSTER_SH), "cancel", jid], capture_output=True, text=True, timeout=60)
-        subprocess.run([str(CLUSTER_SH), "down"], capture_output=True, text=True, timeout=120)
-
-
 class _ClusterJob:
     def __init__(self, cfg: Path, *restore: str) -> None:
         cmd = [str(CLUSTER_SH), "restore", *restore, "--config", str(cfg)] if restore else \
@@ -200,6 +191,9 @@ class _ClusterJob:
         sub = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
         self.jid = re.search(r"JobID ([0-9a-f]{32})", sub.stdout).group(1)
+
+    def stop(self) -> None:
+        """Nothing: the ``cluster`` fixture cancels what still runs."""
 
 
 def _taskmanager_pids() -> list[int]:
@@ -211,8 +205,8 @@ def _taskmanager_pids() -> list[int]:
 def test_kill_9_of_the_taskmanager_on_a_standalone_cluster(
         tmp_path, trained_store, kafka_bootstrap, redis_url, topic_prefix, payloads, cluster):
     cfg = _config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store)
-    job, watch, load, n0 = _start(lambda: _ClusterJob(cfg), kafka_bootstrap, topic_prefix, payloads)
-    try:
+    with _running(lambda: _ClusterJob(cfg), kafka_bootstrap, topic_prefix, payloads) as run:
+        job, watch, load, n0 = run.job, run.watch, run.load, run.n0
         load.wait_sent((len(payloads) - n0) // 3)
         tms = _taskmanager_pids()
         assert len(tms) == 1, tms
@@ -226,15 +220,13 @@ def test_kill_9_of_the_taskmanager_on_a_standalone_cluster(
                       watch, killed_at, killed=True)
         assert _running_job() == job.jid  # the same job, restarted from its checkpoint by the JobManager
         assert res.recovery_s is not None
-    finally:
-        watch.close()
 
 
 def test_stop_with_savepoint_and_restore_at_parallelism_2(
         tmp_path, trained_store, kafka_bootstrap, redis_url, topic_prefix, payloads, cluster):
     cfg = _config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store)
-    job, watch, load, n0 = _start(lambda: _ClusterJob(cfg), kafka_bootstrap, topic_prefix, payloads)
-    try:
+    with _running(lambda: _ClusterJob(cfg), kafka_bootstrap, topic_prefix, payloads) as run:
+        job, watch, load, n0 = run.job, run.watch, run.load, run.n0
         load.wait_sent((len(payloads) - n0) // 3)
         load.running.clear()  # the rest waits for the restored job (the stop itself takes seconds)
         sent_before = load.sent
@@ -257,8 +249,6 @@ def test_stop_with_savepoint_and_restore_at_parallelism_2(
         assert sent_before < len(payloads) - n0 and res.recovery_s is not None
         vertices = _rest(f"/jobs/{job2.jid}")["vertices"]
         assert max(v["parallelism"] for v in vertices) == 2
-    finally:
-        watch.close()
 
 
 def _ms(iso_time: str) -> int:

@@ -7,9 +7,8 @@ import json
 import pytest
 
 from jobs.alertmanager import Forwarder, to_alertmanager
-from jobs.config import AlertmanagerConfig
+from jobs.config import AlertmanagerConfig, VigilConfig
 from jobs.inprocess import InProcessJob
-from jobs.config import VigilConfig
 from models.pipeline import ModelBundle
 from training.simulate import SERVICES, Incident, generate
 

@@ -10,7 +10,7 @@ import pytest
 
 from jobs.inprocess import InProcessJob
 from models.features import PRIORITIES
-from models.pipeline import EntityLogic, EntityState, SeriesLogic, SeriesState
+from models.pipeline import EntityLogic, SeriesLogic, SeriesState
 from training.simulate import SERVICES, Incident, generate, incident_series
 from udfs.parse import Feedback, MetricEvent, parse_feedback
 
