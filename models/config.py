@@ -83,6 +83,39 @@ def _nested(obj: object, name: str, cls: type) -> None:
 
 
 @dataclass(frozen=True)
+class SurpriseConfig:
+    """How the detector's evidence becomes a self-normalised score per series (:mod:`models.surprise`;
+    not yet a section of the job's configuration: the job does not use it yet).
+
+    The defaults are those of Numenta's HTM detector in NAB (averaging window 10, spatial
+    tolerance 5%), a memory of about 1,000 samples, and a fixed alerting bar of 0.5 (a 1-in-10^5
+    average on that series); none was tuned on NAB.
+    """
+
+    short: int = 10  # samples averaged before comparing with the series' past
+    long_alpha: float = 0.001  # weight of a new sample in the distribution of that average
+    learn: int = 20  # samples before a series' surprise counts (0 before)
+    range_tolerance: float = 0.05  # beyond the range seen by this share of it: surprise 1.0
+    range_absorb: float = 0.5  # share of the excess by which such a value stretches the range (1: all)
+    refractory: int = 30  # samples damped after a score at or above alert_at
+    damp: float = 0.45  # damping factor in the refractory period (below alert_at)
+    alert_at: float = 0.5  # the bar a surprise must reach to raise a candidate alert
+
+    def __post_init__(self) -> None:
+        check_positive_int(self, "short", self.short)
+        check_number(self, "long_alpha", self.long_alpha, 1e-9, 1.0)
+        check_positive_int(self, "learn", self.learn, allow_zero=True)
+        check_number(self, "range_tolerance", self.range_tolerance, 0.0, 1e6)
+        check_number(self, "range_absorb", self.range_absorb, 0.0, 1.0)
+        check_positive_int(self, "refractory", self.refractory, allow_zero=True)
+        check_number(self, "alert_at", self.alert_at, 1e-6, 1.0)
+        check_number(self, "damp", self.damp, 0.0, 1.0)
+        if self.damp >= self.alert_at:
+            raise ConfigError(f"The 'damp' parameter of SurpriseConfig must be below alert_at ({self.alert_at}), "
+                              f"so that a damped score never reaches the bar. Got {self.damp!r}.")
+
+
+@dataclass(frozen=True)
 class ScoringConfig:
     """How series are scored: warm-up, forecast cadence, limits for time-to-breach, entity grouping."""
 

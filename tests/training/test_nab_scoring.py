@@ -235,3 +235,23 @@ def test_check_3_published_detector_outputs_reproduce_the_scoreboard(corpus, det
     res = nab.evaluate(corpus, scores)
     got = tuple(round(res[p].normalised, 2) for p in nab.PROFILE_NAMES)
     assert got == PUBLISHED[detector]
+
+
+@needs_corpus
+def test_split_half_holds_for_an_oracle_and_exposes_a_file_specific_scale(corpus) -> None:
+    def oracle(scale):
+        out = {}
+        for k, f in enumerate(corpus):
+            s = [0.0] * f.n
+            for a, _ in f.windows:
+                s[a] = scale(k)
+            out[f.key] = s
+        return out
+
+    perfect = nab.split_half(corpus, oracle(lambda k: 1.0), STANDARD, splits=3, seed=1)
+    assert perfect["held_out_mean"] == perfect["optimum_on_held_out_mean"] == 100.0
+    # each file's detections at a level of its own: a threshold fitted on one half misses files of the other
+    tuned = nab.split_half(corpus, oracle(lambda k: 0.2 + 0.8 * k / len(corpus)), STANDARD, splits=3, seed=1)
+    assert tuned["optimum_on_held_out_mean"] == 100.0
+    assert tuned["held_out_min"] < tuned["held_out_mean"] < 100.0
+    assert tuned["splits"] == 3 and tuned["held_out_min"] <= tuned["held_out_max"]
