@@ -12,7 +12,9 @@ The artifact's ONNX graph is one ``TreeEnsembleRegressor`` reproducing scikit-le
   point and 1.0 a 1-in-10^log10_range point, whatever the raw scale;
 * the combined score ``w * isolation + (1 - w) * statistical``, ``w`` chosen on validation data.
 
-A point is a candidate alert when its score reaches the series' :class:`AdaptiveThreshold`.
+In the job this combined score is the *evidence*: a young series alerts when it reaches the series'
+:class:`AdaptiveThreshold`; once the series has learned its own past, :mod:`models.surprise` turns
+it into a score normalised against that past, and the series alerts when that reaches its bar.
 """
 
 from __future__ import annotations

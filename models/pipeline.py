@@ -3,9 +3,9 @@
 Two logic classes, each with ``on_record`` and explicit, versioned state encodings, so that the
 Flink operators in ``operators/`` only move state in and out and can be tested without a JVM:
 
-- :class:`SeriesLogic`, keyed by series: rolling features, detector with a per-series adaptive
-  threshold, forecaster (every ``forecast_every`` samples and on every candidate) with
-  time-to-breach; it emits a :class:`Scored` record per sample and, now and then, a forecast.
+- :class:`SeriesLogic`, keyed by series: rolling features, detector whose score is normalised
+  against the series' own past (:mod:`models.surprise`), forecaster (every ``forecast_every``
+  samples and on every candidate) with time-to-breach; it emits a :class:`Scored` record per sample and, now and then, a forecast.
 - :class:`EntityLogic`, keyed by service, in two steps: :meth:`EntityLogic.candidate` keeps the
   latest metric vector of each entity (service instance), runs the clusterer with centroids
   adapted online and decides whether a sample is a :class:`Candidate` (detector, forecast or
@@ -51,13 +51,14 @@ from models.features import (
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
+from models.surprise import SurpriseState, surprise_round
 from udfs.parse import Feedback, split_series_key
 
 ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
 DRIFT_SCHEMA = "vigil.drift/v1"
 SHADOW_SCHEMA = "vigil.shadow/v1"
-SERIES_STATE = "series_state/v3"
+SERIES_STATE = "series_state/v4"
 ENTITY_STATE = "entity_state/v3"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -145,46 +146,52 @@ class Scored(NamedTuple):
     time_to_breach_s: float | None
     limit: float | None
     versions: tuple[str, str]  # detector, forecaster
+    evidence: float = 0.0  # the detector's own score, before the series' surprise (models.surprise)
 
 
 @dataclass
 class SeriesState:
-    """Everything kept per series (state name ``series_state/v3``).
+    """Everything kept per series (state name ``series_state/v4``).
 
-    v3 added ``max_ts_ms``, the series' own event-time high mark: an event more than the
-    out-of-orderness bound behind it is late. v2 added the drift tests, the pending one-step forecast
-    they compare against, and the threshold tail that feedback narrows. Older versions are read
-    (v2: ``max_ts_ms`` from the window's last timestamp; v1: drift and feedback empty) and migrate on
-    the next write.
+    v4 added the series' surprise state (:class:`models.surprise.SurpriseState`). v3 added
+    ``max_ts_ms``, the series' own event-time high mark: an event more than the out-of-orderness
+    bound behind it is late. v2 added the drift tests, the pending one-step forecast they compare
+    against, and the threshold tail that feedback narrows. Older versions are read and migrate on
+    the next write: the adaptive threshold's (mean, variance, count) of the detector's score seed
+    the surprise's statistics and the history's range its range (so that an upgraded series does
+    not learn again from nothing); v2 takes ``max_ts_ms`` from the window's last timestamp; v1 has
+    drift and feedback empty.
     """
 
     window: SeriesWindow = field(default_factory=SeriesWindow)
-    threshold: tuple[float, float, float] | None = None
+    threshold: tuple[float, float, float] | None = None  # the adaptive threshold (young series' bar)
     since_forecast: int = 0
     breach_streak: int = 0
     drift_score: PHState | None = None
     drift_residual: PHState | None = None
     pending: tuple[int, float, float] | None = None  # (due ts_ms, forecast value, scale) of the 5-min forecast
-    fb_tail: float = 1.0  # the adaptive threshold's tail (1 - threshold) is multiplied by this
+    fb_tail: float = 1.0  # the bar's tail (1 - bar) is multiplied by this
     max_ts_ms: int = NEVER_MS  # the latest event time folded in
+    surprise: SurpriseState = field(default_factory=SurpriseState)
 
     _V1 = struct.Struct("<BdddII")
     _V2 = struct.Struct("<BdddIIqddd")
-    _V3 = struct.Struct("<BdddIIqdddq")
+    _V3 = struct.Struct("<BdddIIqdddq")  # v4: the same head, then the drift tests, the surprise, the window
 
     def to_bytes(self) -> bytes:
         t = self.threshold or (0.0, 0.0, -1.0)
         p = self.pending or (-1, 0.0, 0.0)
-        return b"".join((self._V3.pack(3, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail,
+        return b"".join((self._V3.pack(4, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail,
                                        self.max_ts_ms),
                          PH_STRUCT.pack(*(self.drift_score or PH_EMPTY)),
                          PH_STRUCT.pack(*(self.drift_residual or PH_EMPTY)),
+                         self.surprise.to_bytes(),
                          self.window.to_bytes()))
 
     @classmethod
     def peek_max_ts(cls, data: bytes) -> int:
         """``max_ts_ms`` of an encoded state, without decoding the rest (what a sweep needs)."""
-        if data[0] == 3:
+        if data[0] in (3, 4):
             return struct.unpack_from("<q", data, cls._V3.size - 8)[0]
         return cls.from_bytes(data).max_ts_ms
 
@@ -194,20 +201,33 @@ class SeriesState:
         if ver == 1:
             _, m, v, n, since, streak = cls._V1.unpack_from(data)
             w = SeriesWindow.from_bytes(data[cls._V1.size:])
-            return cls(w, None if n < 0 else (m, v, n), since, streak, max_ts_ms=w.last_ts_ms if w.n else NEVER_MS)
-        if ver not in (2, 3):
+            return cls(w, None if n < 0 else (m, v, n), since, streak, max_ts_ms=w.last_ts_ms if w.n else NEVER_MS,
+                       surprise=_migrated_surprise(w, m, v, n))
+        if ver not in (2, 3, 4):
             raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
-        head = cls._V3 if ver == 3 else cls._V2
+        head = cls._V2 if ver == 2 else cls._V3
         fields = head.unpack_from(data)
         _, m, v, n, since, streak, due, pv, ps, tail = fields[:10]
         pos = head.size
         ds, dr = PH_STRUCT.unpack_from(data, pos), PH_STRUCT.unpack_from(data, pos + PH_STRUCT.size)
         pos += 2 * PH_STRUCT.size
+        if ver == 4:
+            sp, pos = SurpriseState.from_bytes(data, pos)
         w = SeriesWindow.from_bytes(data[pos:])
-        max_ts = fields[10] if ver == 3 else (w.last_ts_ms if w.n else NEVER_MS)
+        if ver != 4:
+            sp = _migrated_surprise(w, m, v, n)
+        max_ts = fields[10] if ver >= 3 else (w.last_ts_ms if w.n else NEVER_MS)
         return cls(w, None if n < 0 else (m, v, n), since, streak,
                    None if ds[0] == 0 else ds, None if dr[0] == 0 else dr,  # type: ignore[arg-type]
-                   None if due < 0 else (due, pv, ps), tail, max_ts)
+                   None if due < 0 else (due, pv, ps), tail, max_ts, sp)
+
+
+def _migrated_surprise(w: SeriesWindow, mean: float, var: float, n: float) -> SurpriseState:
+    """A surprise state for a series stored before v4: the adaptive threshold's running statistics of
+    the detector's score (count ``n``, negative when it had none) and the range of the history."""
+    if n < 0 or not w.ring:
+        return SurpriseState()
+    return SurpriseState([], int(n), mean, var, min(w.ring), max(w.ring))
 
 
 _WINDOW_FIELDS = ("var", "mean", "fast", "last", "absdelta", "trend")
@@ -237,10 +257,11 @@ class SeriesLogic:
             lim = self.cfg.limits.get(metric_kind(metric))
         return None if lim is None else float(lim)
 
-    def threshold(self, st: SeriesState, series: str, adaptive: float) -> float:
-        """The bar a score must reach: the adaptive threshold with its tail narrowed by feedback,
-        never below the floor the detector's manifest learned for this series from feedback."""
-        thr = adaptive if st.fb_tail == 1.0 else 1.0 - (1.0 - adaptive) * st.fb_tail
+    def threshold(self, st: SeriesState, series: str, bar: float) -> float:
+        """The bar a score must reach (``bar``: ``surprise.alert_at`` for a series that has learned its
+        own past, else its adaptive threshold), with its tail narrowed by feedback and never below the
+        floor the detector's manifest learned for this series from feedback."""
+        thr = bar if st.fb_tail == 1.0 else 1.0 - (1.0 - bar) * st.fb_tail
         floor = self.models.detector.threshold_floor(series)
         return thr if floor is None else max(thr, floor)
 
@@ -289,30 +310,48 @@ class SeriesLogic:
                 dets[i] = w.detector_features(ev.value, robs[i])
         warm = [i for i in range(n) if dets[i] is not None]
         det_rows = np.asarray([dets[i] for i in warm], dtype=np.float32) if warm else None
-        scores = det_m.score(det_rows).tolist() if warm else []
-        sh_scores = sh_det.score(det_rows).tolist() if (warm and sh_det is not None) else []
-        score_of = dict(zip(warm, scores, strict=True))
+        evidence = det_m.score(det_rows) if warm else np.empty(0)
+        sh_evidence = sh_det.score(det_rows) if (warm and sh_det is not None) else None
+        sup_cfg = self.cfg.surprise
+        score_of: dict[int, float] = {}
+        evidence_of: dict[int, float] = {}
         thr_of: dict[int, float] = {}
         trig = [""] * n
-        for j, i in enumerate(warm):
-            st, ev, score = states[i], events[i], scores[j]
-            at = det_m.new_threshold(st.threshold)
-            thr = self.threshold(st, ev.series, at.threshold)
-            thr_of[i] = thr
-            at.update(score)
-            st.threshold = at.to_tuple()
-            if score >= thr:
-                trig[i] = "detector"
-            st.drift_score, drifted = self.drift_score.update(st.drift_score, score)
-            if drifted:
-                sides[i].append(("drift", self._drift(ev, "detector_score", det_m.name, det_m.version,
-                                                      self.drift_score, st.drift_score, now_ms)))
-            if sh_det is not None:
-                s_score = sh_scores[j]
-                s_thr = self.threshold(st, ev.series, sh_det.new_threshold(st.threshold).threshold)
-                sides[i].append(("shadow", _shadow(ev, "detector", det_m.version, {
-                    "score": round(score, 6), "threshold": round(thr, 6), "alert": score >= thr}, sh_det.version, {
-                    "score": round(s_score, 6), "threshold": round(s_thr, 6), "alert": s_score >= s_thr})))
+        if warm:
+            # a young series (and every series while the surprise is off) is scored as the detector
+            # scores it, against the series' adaptive threshold (the rule in the detector's manifest)
+            adaptive = [det_m.new_threshold(states[i].threshold) for i in warm]
+            bars = [at.threshold for at in adaptive]
+            scores = evidence.tolist()
+            sh_scores = sh_evidence.tolist() if sh_evidence is not None else []
+            if sup_cfg.enabled:
+                sup_states = [states[i].surprise for i in warm]
+                values = np.array([events[i].value for i in warm])
+                learned = np.array([st.n >= sup_cfg.learn for st in sup_states])
+                prior = np.array(bars)
+                if sh_evidence is not None:
+                    sh_scores = np.where(learned, surprise_round(sup_states, sh_evidence, values, sup_cfg, False,
+                                                                 prior)[0], sh_evidence).tolist()
+                scores = np.where(learned, surprise_round(sup_states, evidence, values, sup_cfg, True, prior)[0],
+                                  evidence).tolist()
+                bars = [sup_cfg.alert_at if ok else b for ok, b in zip(learned.tolist(), bars, strict=True)]
+            for j, (i, score, raw) in enumerate(zip(warm, scores, evidence.tolist(), strict=True)):
+                st, ev = states[i], events[i]
+                score_of[i], evidence_of[i] = score, raw
+                thr = thr_of[i] = self.threshold(st, ev.series, bars[j])
+                adaptive[j].update(raw)
+                st.threshold = adaptive[j].to_tuple()
+                if score >= thr:
+                    trig[i] = "detector"
+                st.drift_score, drifted = self.drift_score.update(st.drift_score, raw)
+                if drifted:
+                    sides[i].append(("drift", self._drift(ev, "detector_score", det_m.name, det_m.version,
+                                                          self.drift_score, st.drift_score, now_ms)))
+                if sh_det is not None:
+                    s_score = sh_scores[j]
+                    sides[i].append(("shadow", _shadow(ev, "detector", det_m.version, {
+                        "score": round(score, 6), "threshold": round(thr, 6), "alert": score >= thr}, sh_det.version, {
+                        "score": round(s_score, 6), "threshold": round(thr, 6), "alert": s_score >= thr})))
         due = []
         for i, (st, ev) in enumerate(zip(states, events, strict=True)):
             x = ev.value
@@ -388,15 +427,17 @@ class SeriesLogic:
             out.append(Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x,
                               score_of.get(i, 0.0), thr_of.get(i, 1.0), trigger,
                               tuple(det) if det is not None else None, rob[0] if rob else x, forecast, ttb, limit,
-                              (det_m.version, fc_m.version)))
+                              (det_m.version, fc_m.version), evidence_of.get(i, 0.0)))
         return out, sides
 
     def on_feedback(self, state: SeriesState | None, fb: Feedback) -> SeriesState:
-        """A verdict on an alert of this series: "false_positive" narrows the threshold's tail,
+        """A verdict on an alert of this series: "false_positive" narrows the alerting bar's tail and
+        stretches the series' range to hold the value it flagged last (it was normal after all),
         "resolved" (a true alert) widens it back towards the model's own; "ack" changes nothing."""
         st = state or SeriesState()
         if fb.verdict == "false_positive":
             st.fb_tail = max(st.fb_tail * self.cfg.feedback_tail_factor, 1e-3)
+            st.surprise.accept_flagged()
         elif fb.verdict == "resolved":
             st.fb_tail = min(st.fb_tail / self.cfg.feedback_tail_factor, 1.0)
         return st
@@ -422,7 +463,8 @@ def _shadow(ev: Any, model: str, prod_version: str, prod: dict, shadow_version: 
 def score_json(s: Scored) -> str:
     """One scored sample as JSON (``vigil.score/v1``): what the detector said of every row."""
     return json.dumps({"schema": "vigil.score/v1", "series": s.series, "ts_ms": s.ts_ms, "value": s.value,
-                       "score": round(s.score, 6), "threshold": round(s.threshold, 6), "trigger": s.trigger},
+                       "score": round(s.score, 6), "threshold": round(s.threshold, 6), "trigger": s.trigger,
+                       "evidence": round(s.evidence, 6)},
                       separators=(",", ":"))
 
 

@@ -12,12 +12,15 @@ of the anomaly likelihood of Numenta's HTM detector (Ahmad et al., 2017):
    its Gaussian tail probability, and the score ``min(1, -log10(p + 1e-10) / 10)`` (0.5 is a
    1-in-100,000 average on that series, 1.0 one in 10^10);
 3. a value beyond the range the series has shown, by more than ``range_tolerance`` of that range,
-   scores 1.0 (HTM's "spatial anomaly"); such a value moves the edge of the range only
-   ``range_absorb`` of the way towards itself, so that a spike leaves the range nearly as it was
+   where the detector's score is at least ``range_evidence_z`` spreads above its usual average and
+   at least the series' own bar as a young series (``prior_bar``, its adaptive threshold),
+   scores 1.0 (HTM's "spatial anomaly", there without the second condition); a flagged value
+   moves the edge of the range only ``range_absorb`` of the way towards itself, so that a spike leaves the range nearly as it was
    (the next spike is a surprise again) while a lasting shift is absorbed within tens of samples;
 4. only the first sample of a run of extreme scores counts: for ``refractory`` samples after a
    score at or above ``alert_at``, scores are multiplied by ``damp`` (< ``alert_at``, so a
-   damped score never reaches the bar again within the run).
+   damped score never reaches the bar again within the run), unless the detector says more of a
+   sample than of any before it in the run (a stronger event: it counts, and opens a new period).
 
 Until a series has ``learn`` samples its surprise is 0: it has no past to be surprised against.
 Everything is causal: a sample's score uses only that series' earlier samples.
@@ -28,11 +31,11 @@ whole round of series at once, column-wise (:func:`surprise_round`).
 A steady series scores 0.03 (p = 0.5) once it has learned, a value far beyond its range 1.0, and
 the sample after that is damped:
 
->>> cfg = SurpriseConfig(learn=3)
+>>> cfg = SurpriseConfig(learn=3, range_tolerance=0.05)
 >>> states = [SurpriseState()]
 >>> [round(float(surprise_round(states, np.array([e]), np.array([x]), cfg)[0][0]), 3)
-...  for e, x in [(0.1, 1.0), (0.1, 2.0), (0.1, 1.5), (0.1, 1.2), (0.1, 9.0), (0.1, 1.1)]]
-[0.0, 0.0, 0.0, 0.03, 1.0, 0.014]
+...  for e, x in [(0.1, 1.0), (0.1, 2.0), (0.1, 1.5), (0.1, 1.2), (0.9, 9.0), (0.1, 1.1)]]
+[0.0, 0.0, 0.0, 0.03, 1.0, 0.056]
 """
 
 from __future__ import annotations
@@ -64,25 +67,28 @@ class SurpriseState:
     lo: float = math.inf
     hi: float = -math.inf
     quiet: int = 0
-    flagged: float = math.nan  # the value of the latest sample that reached the bar
+    flagged: float = math.nan  # the most extreme value of the latest run of flagged samples
+    flagged_evidence: float = 0.0  # the detector's highest score in that run
+    since_flag: int = 0  # samples since the latest flagged one
 
-    _HEAD = struct.Struct("<BIIddddd")
+    _HEAD = struct.Struct("<BIIddddddI")
     VERSION = 1
 
     def to_bytes(self) -> bytes:
-        head = self._HEAD.pack(self.VERSION, self.n, self.quiet, self.mean, self.var, self.lo, self.hi, self.flagged)
+        head = self._HEAD.pack(self.VERSION, self.n, self.quiet, self.mean, self.var, self.lo, self.hi, self.flagged,
+                               self.flagged_evidence, self.since_flag)
         return head + struct.pack("<B", len(self.recent)) + struct.pack(f"<{len(self.recent)}d", *self.recent)
 
     @classmethod
     def from_bytes(cls, data: bytes, offset: int = 0) -> tuple[SurpriseState, int]:
         """The state encoded at ``offset`` of ``data``, and the offset just past it."""
-        ver, n, quiet, mean, var, lo, hi, flagged = cls._HEAD.unpack_from(data, offset)
+        ver, n, quiet, mean, var, lo, hi, flagged, flagged_ev, since = cls._HEAD.unpack_from(data, offset)
         if ver != cls.VERSION:
             raise ValueError(f"{SURPRISE_STATE}: cannot read state version {ver}")
         pos = offset + cls._HEAD.size
         k = data[pos]
         recent = list(struct.unpack_from(f"<{k}d", data, pos + 1))
-        return cls(recent, n, mean, var, lo, hi, quiet, flagged), pos + 1 + 8 * k
+        return cls(recent, n, mean, var, lo, hi, quiet, flagged, flagged_ev, since), pos + 1 + 8 * k
 
     def accept_flagged(self) -> None:
         """A person said the latest flagged value was normal for this series (a "false_positive"
@@ -95,10 +101,19 @@ class SurpriseState:
 # job once (see models.features); inf - inf before a series has a range is expected and masked
 @np.errstate(all="ignore")
 def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values: np.ndarray,
-                   cfg: SurpriseConfig, update: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                   cfg: SurpriseConfig, update: bool = True, prior_bar: np.ndarray | float | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Surprise of one sample of each of several series: ``evidence`` (the detector's scores) and
     ``values`` (the samples) are parallel to ``states``. Returns (surprise, beyond_range) arrays;
-    the states are updated in place unless ``update`` is false (a what-if, e.g. for a shadow model)."""
+    the states are updated in place unless ``update`` is false (a what-if, e.g. for a shadow model).
+
+    ``prior_bar`` is the bar the caller applies to the evidence of young series (the series' adaptive
+    threshold), one per series or one for all. A range break counts only where the evidence reaches it too (the range
+    confirms what the detector half-sees; noise setting a new record on a short history does not
+    page). A sample is *flagged* when its surprise reaches ``alert_at`` or, while the series
+    learns, its evidence reaches ``prior_bar`` (None: no prior, no such conditions). Only flagged samples
+    stretch the range partially (``range_absorb``); the others widen it to hold them, so that the
+    range is that of the samples taken as normal."""
     n = len(states)
     ev = np.asarray(evidence, dtype=np.float64)
     x = np.asarray(values, dtype=np.float64)
@@ -108,20 +123,27 @@ def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values
     lo = np.fromiter((s.lo for s in states), dtype=np.float64, count=n)
     hi = np.fromiter((s.hi for s in states), dtype=np.float64, count=n)
     quiet = np.fromiter((s.quiet for s in states), dtype=np.int64, count=n)
+    flagged_ev = np.fromiter((s.flagged_evidence for s in states), dtype=np.float64, count=n)
     short = cfg.short
     # the average of the last ``short`` evidence values, this one included
     kept = [s.recent[-(short - 1):] if short > 1 else [] for s in states]
     avg = np.fromiter(((sum(k) + e) / (len(k) + 1) for k, e in zip(kept, ev.tolist(), strict=True)),
                       dtype=np.float64, count=n)
     learned = count >= cfg.learn
-    z = (avg - mean) / np.maximum(np.sqrt(np.maximum(var, 0.0)), MIN_SD)
+    sd = np.maximum(np.sqrt(np.maximum(var, 0.0)), MIN_SD)
+    z = (avg - mean) / sd
     p = ndtr(-z)
     score = np.where(learned, np.minimum(-np.log10(p + P_FLOOR) / 10.0, 1.0), 0.0)
     span = hi - lo
     tol = span * cfg.range_tolerance
-    beyond = learned & (span > 0) & ((x > hi + tol) | (x < lo - tol))
+    beyond = learned & (span > 0) & ((x > hi + tol) | (x < lo - tol)) & ((ev - mean) / sd >= cfg.range_evidence_z)
+    if prior_bar is not None:
+        beyond &= ev >= prior_bar
     score = np.where(beyond, 1.0, score)
-    damped = quiet > 0
+    # in a refractory period, scores are damped, unless the detector says more than it did of the
+    # sample that opened it (a stronger event than the one already flagged)
+    damped = (quiet > 0) & ~((score >= cfg.alert_at) & (ev > flagged_ev))
+    undamped = score
     score = np.where(damped, score * cfg.damp, score)
     if not update:
         return score, beyond
@@ -130,9 +152,11 @@ def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values
     new_mean = mean + k * d
     new_var = (1.0 - k) * (var + k * d * d)
     new_quiet = np.where(score >= cfg.alert_at, cfg.refractory, np.where(damped, quiet - 1, 0))
-    # a value beyond the range moves its edge only ``range_absorb`` of the way (all of it while the
-    # series learns): a short excursion leaves the range nearly as it was, a lasting shift is absorbed
-    absorb = np.where(learned, cfg.range_absorb, 1.0)
+    # flagged: at the bar before any damping (a refractory period's samples belong to the run that opened it)
+    flagged = np.where(learned, undamped >= cfg.alert_at, False if prior_bar is None else ev >= prior_bar)
+    # a flagged value beyond the range moves its edge only ``range_absorb`` of the way: a short
+    # excursion leaves the range nearly as it was, a lasting shift is absorbed
+    absorb = np.where(flagged, cfg.range_absorb, 1.0)
     new_lo = np.where(x < lo, np.where(np.isfinite(lo), lo + absorb * (x - lo), x), lo)
     new_hi = np.where(x > hi, np.where(np.isfinite(hi), hi + absorb * (x - hi), x), hi)
     for i, s in enumerate(states):
@@ -143,6 +167,15 @@ def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values
         s.mean, s.var = float(new_mean[i]), float(new_var[i])
         s.lo, s.hi = float(new_lo[i]), float(new_hi[i])
         s.quiet = int(new_quiet[i])
-        if score[i] >= cfg.alert_at:
-            s.flagged = float(x[i])
+        if score[i] >= cfg.alert_at or (flagged[i] and not learned[i]):
+            # within a run (flags less than ``refractory`` samples apart) keep its most extreme value
+            v = float(x[i])
+            mid = 0.5 * (s.lo + s.hi) if math.isfinite(s.lo + s.hi) else v
+            if s.since_flag > cfg.refractory or math.isnan(s.flagged) or abs(v - mid) >= abs(s.flagged - mid):
+                s.flagged = v
+            new_run = s.since_flag > cfg.refractory or s.flagged_evidence == 0.0
+            s.flagged_evidence = float(ev[i]) if new_run else max(s.flagged_evidence, float(ev[i]))
+            s.since_flag = 0
+        else:
+            s.since_flag = min(s.since_flag + 1, 2**31)
     return score, beyond

@@ -28,7 +28,7 @@ never raised. What the join gives:
   series), capped at :data:`FLOOR_CAP`; but no floor when a ``resolved`` detector-triggered alert
   of that series scored at or below it (its lowest revision): a floor must never hide a real
   incident. Alerts the forecaster or the clusterer raised do not move detector floors. The job
-  applies ``max(adaptive threshold, floor)``.
+  applies ``max(surprise bar, floor)`` (:mod:`models.surprise`).
 
 Only what the topics hold when retraining starts is used: floors are recomputed from the
 verdicts each time, not carried over from the previous version.

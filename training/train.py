@@ -1097,7 +1097,7 @@ def apply_threshold_floors(detector: Trained, fb: Feedback) -> dict[str, float]:
         "series_threshold_floor": len(floors), "series": why, "margin": FLOOR_MARGIN, "cap": FLOOR_CAP,
         "rule": "floor = highest detector_score of the series' false-positive detector-triggered alerts + margin "
                 "(capped); none when a resolved detector-triggered alert of the series scored at or below it; the "
-                "job alerts at max(adaptive threshold, floor)"}
+                "job alerts at max(surprise bar, floor)"}
     if floors:
         post = detector.fields["postprocessing"]
         post["series_threshold_floor"] = floors

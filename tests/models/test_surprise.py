@@ -10,7 +10,8 @@ import pytest
 from models.config import ConfigError, SurpriseConfig
 from models.surprise import SurpriseState, surprise_round
 
-CFG = SurpriseConfig()
+# HTM's range rule (5%, from the 20th sample, whatever the detector says), so that short series show it
+CFG = SurpriseConfig(learn=20, range_tolerance=0.05, range_evidence_z=float("-inf"))
 
 
 def _feed(evidence, values, cfg=CFG, state=None):
@@ -39,7 +40,8 @@ def test_a_value_beyond_the_range_ever_seen_scores_one_and_within_tolerance_does
     s, st = _feed([0.1] * len(values), values)
     assert s[30] < CFG.alert_at  # 20.4 is within 5% of the range (10) above 20
     assert s[32] == 1.0  # 21.0 is not
-    assert st.lo == 10.0 and st.hi == pytest.approx(20.6)  # 20.4, then 21.0, moved the edge half-way
+    # 20.4 was normal: the range holds it; 21.0 was flagged: it moved the edge half-way
+    assert st.lo == 10.0 and st.hi == pytest.approx(20.7)
 
 
 def test_a_second_spike_is_a_surprise_again_and_a_lasting_shift_is_absorbed():
@@ -68,6 +70,24 @@ def test_accepting_the_flagged_value_stretches_the_range_to_hold_it():
     assert st.hi == 100.0
     s2, _ = _feed([0.1], [100.0], state=st)
     assert s2[0] < CFG.alert_at
+
+
+def test_a_range_break_counts_only_where_the_detector_agrees_when_asked_to():
+    strict = SurpriseConfig(learn=20, range_tolerance=0.05, range_evidence_z=2.0)
+    values = [10.0, 20.0] * 15 + [30.0, 15.0, 40.0]
+    evidence = [0.1, 0.12] * 15 + [0.11, 0.1, 0.9]
+    s, _ = _feed(evidence, values, cfg=strict)
+    assert s[30] < strict.alert_at  # beyond the range, but the detector sees nothing unusual
+    assert s[32] == 1.0  # beyond it again, and the detector agrees
+    assert SurpriseConfig().range_evidence_z == 2.0 and SurpriseConfig().learn == 100
+
+
+def test_a_stronger_event_breaks_through_the_refractory_period():
+    values = [10.0, 20.0] * 15 + [30.0, 15.0, 15.0, 60.0, 15.0]
+    evidence = [0.1] * 30 + [0.3, 0.1, 0.1, 0.9, 0.1]
+    s, st = _feed(evidence, values)
+    assert s[30] == 1.0 and s[33] == 1.0  # the second, stronger, is not damped
+    assert (st.flagged, st.flagged_evidence, st.quiet) == (60.0, 0.9, CFG.refractory - 1)
 
 
 def test_nothing_counts_before_the_series_has_learned():

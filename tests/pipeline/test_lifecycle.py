@@ -155,17 +155,22 @@ def test_drift_events_name_the_shifted_series_only(cfg, models, scenario):
         assert datetime.fromisoformat(d["event_time"]).timestamp() * 1000 >= SHIFT.start_ms
 
 
-def test_series_state_v1_reads_with_empty_lifecycle_fields(cfg, models, scenario):
+def test_series_state_v1_reads_with_empty_lifecycle_fields_and_a_seeded_surprise(cfg, models, scenario):
     job = InProcessJob(cfg, models, context=CTX.get).run(_payloads(scenario, until_ms=START + 60 * 60_000), START)
     for raw in list(job.series_state.values())[:10]:
         st = SeriesState.from_bytes(raw)
         assert st.to_bytes() == raw
-        t = st.threshold or (0.0, 0.0, -1.0)
-        v1 = SeriesState._V1.pack(1, *t, st.since_forecast, st.breach_streak) + st.window.to_bytes()
+        v1 = SeriesState._V1.pack(1, 0.2, 0.01, 37.0, st.since_forecast, st.breach_streak) + st.window.to_bytes()
         old = SeriesState.from_bytes(v1)
         assert (old.window.to_bytes(), old.threshold, old.since_forecast) == \
-            (st.window.to_bytes(), st.threshold, st.since_forecast)
+            (st.window.to_bytes(), (0.2, 0.01, 37.0), st.since_forecast)
         assert (old.drift_score, old.pending, old.fb_tail) == (None, None, 1.0)
+        # the adaptive threshold's score statistics and the history's range seed the surprise
+        sp = old.surprise
+        assert (sp.n, sp.mean, sp.var, sp.recent) == (37, 0.2, 0.01, [])
+        assert (sp.lo, sp.hi) == (min(st.window.ring), max(st.window.ring))
+        never = SeriesState._V1.pack(1, 0.0, 0.0, -1.0, 0, 0) + st.window.to_bytes()
+        assert SeriesState.from_bytes(never).surprise.n == 0
 
 
 def test_a_shadow_version_is_recorded_beside_production_and_never_alerts(cfg, models, scenario):
