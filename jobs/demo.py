@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
     ap.add_argument("--out", default=None, help="run folder (default runs/demo-<UTC time>)")
+    ap.add_argument("--surprise", action="store_true",
+                    help="score with the detector's surprise on (scoring.surprise.enabled; off by default)")
     args = ap.parse_args(argv)
     # a TERM (from make, CI or a user) must still stop the job this process started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "feedback": f"{prefix}.feedback", "drift": f"{prefix}.drift",
                                       "shadow": f"{prefix}.shadow"}}}
     overrides["job"] = {"checkpoint_dir": str(out.resolve() / "checkpoints")}  # the run's own
+    if args.surprise:
+        overrides["scoring"] = {"surprise": {"enabled": True}}
     raw = yaml.safe_load((ROOT / "flink-conf" / "vigil.yaml").read_text())
     for sec, vals in overrides.items():
         raw[sec] = {**raw[sec], **{k: ({**raw[sec].get(k, {}), **v} if isinstance(v, dict) else v)
