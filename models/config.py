@@ -89,8 +89,8 @@ class SurpriseConfig:
     The averaging window (10) is that of Numenta's HTM detector in NAB; the memory is about 1,000
     samples and the alerting bar 0.5 (a 1-in-10^5 average on that series). The range rule is
     stricter than HTM's (20% of the range instead of 5%, after 100 samples, and only where the
-    detector's own score is high): HTM's settings raised ten times the old detector's false
-    detections on the synthetic fleet, whose series are hours, not weeks, long.
+    detector's own score is high): HTM's settings raised the false detections on the synthetic
+    fleet, whose series are hours, not weeks, long, far above the old detector's.
     """
 
     enabled: bool = False  # off: every series is scored as a young one (the detector's score, adaptive bar)

@@ -3,9 +3,11 @@
 Two logic classes, each with ``on_record`` and explicit, versioned state encodings, so that the
 Flink operators in ``operators/`` only move state in and out and can be tested without a JVM:
 
-- :class:`SeriesLogic`, keyed by series: rolling features, detector whose score is normalised
-  against the series' own past (:mod:`models.surprise`), forecaster (every ``forecast_every``
-  samples and on every candidate) with time-to-breach; it emits a :class:`Scored` record per sample and, now and then, a forecast.
+- :class:`SeriesLogic`, keyed by series: rolling features, detector with a per-series adaptive
+  threshold (or, with ``scoring.surprise`` on and once a series has learned, its score normalised
+  against the series' own past: :mod:`models.surprise`), forecaster (every ``forecast_every``
+  samples and on every candidate) with time-to-breach; it emits a :class:`Scored` record per
+  sample and, now and then, a forecast.
 - :class:`EntityLogic`, keyed by service, in two steps: :meth:`EntityLogic.candidate` keeps the
   latest metric vector of each entity (service instance), runs the clusterer with centroids
   adapted online and decides whether a sample is a :class:`Candidate` (detector, forecast or
@@ -322,7 +324,8 @@ class SeriesLogic:
             # scores it, against the series' adaptive threshold (the rule in the detector's manifest)
             adaptive = [det_m.new_threshold(states[i].threshold) for i in warm]
             bars = [at.threshold for at in adaptive]
-            scores = evidence.tolist()
+            raws = evidence.tolist()
+            scores = raws
             sh_scores = sh_evidence.tolist() if sh_evidence is not None else []
             if sup_cfg.enabled:
                 sup_states = [states[i].surprise for i in warm]
@@ -331,11 +334,11 @@ class SeriesLogic:
                 prior = np.array(bars)
                 if sh_evidence is not None:
                     sh_scores = np.where(learned, surprise_round(sup_states, sh_evidence, values, sup_cfg, False,
-                                                                 prior)[0], sh_evidence).tolist()
-                scores = np.where(learned, surprise_round(sup_states, evidence, values, sup_cfg, True, prior)[0],
+                                                                 prior), sh_evidence).tolist()
+                scores = np.where(learned, surprise_round(sup_states, evidence, values, sup_cfg, True, prior),
                                   evidence).tolist()
                 bars = [sup_cfg.alert_at if ok else b for ok, b in zip(learned.tolist(), bars, strict=True)]
-            for j, (i, score, raw) in enumerate(zip(warm, scores, evidence.tolist(), strict=True)):
+            for j, (i, score, raw) in enumerate(zip(warm, scores, raws, strict=True)):
                 st, ev = states[i], events[i]
                 score_of[i], evidence_of[i] = score, raw
                 thr = thr_of[i] = self.threshold(st, ev.series, bars[j])

@@ -15,8 +15,9 @@ of the anomaly likelihood of Numenta's HTM detector (Ahmad et al., 2017):
    where the detector's score is at least ``range_evidence_z`` spreads above its usual average and
    at least the series' own bar as a young series (``prior_bar``, its adaptive threshold),
    scores 1.0 (HTM's "spatial anomaly", there without the second condition); a flagged value
-   moves the edge of the range only ``range_absorb`` of the way towards itself, so that a spike leaves the range nearly as it was
-   (the next spike is a surprise again) while a lasting shift is absorbed within tens of samples;
+   moves the edge of the range only ``range_absorb`` of the way towards itself, so that a spike
+   leaves the range nearly as it was (the next spike is a surprise again) while a lasting shift
+   is absorbed within tens of samples;
 4. only the first sample of a run of extreme scores counts: for ``refractory`` samples after a
    score at or above ``alert_at``, scores are multiplied by ``damp`` (< ``alert_at``, so a
    damped score never reaches the bar again within the run), unless the detector says more of a
@@ -33,7 +34,7 @@ the sample after that is damped:
 
 >>> cfg = SurpriseConfig(learn=3, range_tolerance=0.05)
 >>> states = [SurpriseState()]
->>> [round(float(surprise_round(states, np.array([e]), np.array([x]), cfg)[0][0]), 3)
+>>> [round(float(surprise_round(states, np.array([e]), np.array([x]), cfg)[0]), 3)
 ...  for e, x in [(0.1, 1.0), (0.1, 2.0), (0.1, 1.5), (0.1, 1.2), (0.9, 9.0), (0.1, 1.1)]]
 [0.0, 0.0, 0.0, 0.03, 1.0, 0.056]
 """
@@ -102,18 +103,18 @@ class SurpriseState:
 @np.errstate(all="ignore")
 def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values: np.ndarray,
                    cfg: SurpriseConfig, update: bool = True, prior_bar: np.ndarray | float | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> np.ndarray:
     """Surprise of one sample of each of several series: ``evidence`` (the detector's scores) and
-    ``values`` (the samples) are parallel to ``states``. Returns (surprise, beyond_range) arrays;
-    the states are updated in place unless ``update`` is false (a what-if, e.g. for a shadow model).
+    ``values`` (the samples) are parallel to ``states``. Returns the surprises; the states are
+    updated in place unless ``update`` is false (a what-if, e.g. for a shadow model).
 
-    ``prior_bar`` is the bar the caller applies to the evidence of young series (the series' adaptive
-    threshold), one per series or one for all. A range break counts only where the evidence reaches it too (the range
-    confirms what the detector half-sees; noise setting a new record on a short history does not
-    page). A sample is *flagged* when its surprise reaches ``alert_at`` or, while the series
-    learns, its evidence reaches ``prior_bar`` (None: no prior, no such conditions). Only flagged samples
-    stretch the range partially (``range_absorb``); the others widen it to hold them, so that the
-    range is that of the samples taken as normal."""
+    ``prior_bar`` is the bar the caller applies to the evidence of young series (the series'
+    adaptive threshold), one per series or one for all. A range break counts only where the
+    evidence reaches it too (the range confirms what the detector half-sees; noise setting a new
+    record on a short history does not page). A sample is *flagged* when its surprise reaches
+    ``alert_at`` or, while the series learns, its evidence reaches ``prior_bar`` (None: no prior,
+    no such conditions). Only flagged samples stretch the range partially (``range_absorb``); the
+    others widen it to hold them, so that the range is that of the samples taken as normal."""
     n = len(states)
     ev = np.asarray(evidence, dtype=np.float64)
     x = np.asarray(values, dtype=np.float64)
@@ -140,13 +141,13 @@ def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values
     if prior_bar is not None:
         beyond &= ev >= prior_bar
     score = np.where(beyond, 1.0, score)
-    # in a refractory period, scores are damped, unless the detector says more than it did of the
-    # sample that opened it (a stronger event than the one already flagged)
+    # in a refractory period, scores are damped, unless the detector says more than it did of any
+    # flagged sample of the run (a stronger event than the one already flagged)
     damped = (quiet > 0) & ~((score >= cfg.alert_at) & (ev > flagged_ev))
     undamped = score
     score = np.where(damped, score * cfg.damp, score)
     if not update:
-        return score, beyond
+        return score
     k = np.maximum(cfg.long_alpha, 1.0 / (count + 1))
     d = avg - mean
     new_mean = mean + k * d
@@ -178,4 +179,4 @@ def surprise_round(states: Sequence[SurpriseState], evidence: np.ndarray, values
             s.since_flag = 0
         else:
             s.since_flag = min(s.since_flag + 1, 2**31)
-    return score, beyond
+    return score

@@ -16,7 +16,7 @@ CFG = SurpriseConfig(learn=20, range_tolerance=0.05, range_evidence_z=float("-in
 
 def _feed(evidence, values, cfg=CFG, state=None):
     st = state or SurpriseState()
-    out = [float(surprise_round([st], np.array([e]), np.array([x]), cfg)[0][0]) for e, x in zip(evidence, values,
+    out = [float(surprise_round([st], np.array([e]), np.array([x]), cfg)[0]) for e, x in zip(evidence, values,
                                                                                               strict=True)]
     return np.array(out), st
 
@@ -102,7 +102,7 @@ def test_a_round_equals_one_series_at_a_time_and_a_what_if_changes_nothing():
     x[1, 150] = 40.0
     one = [_feed(ev[k], x[k]) for k in range(3)]
     states = [SurpriseState() for _ in range(3)]
-    rounds = np.stack([surprise_round(states, ev[:, t], x[:, t], CFG)[0] for t in range(200)], axis=1)
+    rounds = np.stack([surprise_round(states, ev[:, t], x[:, t], CFG) for t in range(200)], axis=1)
     for k in range(3):
         np.testing.assert_array_equal(rounds[k], one[k][0])
         assert states[k] == one[k][1]
