@@ -168,8 +168,17 @@ class ValidationConfig:
     max_tags: int = ParseLimits.max_tags
     max_tag_key_len: int = ParseLimits.max_tag_key_len
     max_tag_value_len: int = ParseLimits.max_tag_value_len
+    # the tags (Telegraf) or labels (Prometheus) that may name a record's service, first match wins;
+    # an OTLP resource's service is its service.name attribute, else the first of these it holds
+    service_tags: tuple[str, ...] = ParseLimits.service_tags
 
     def __post_init__(self) -> None:
+        tags = self.service_tags
+        if (not isinstance(tags, (list, tuple)) or not tags
+                or not all(isinstance(t, str) and t and "," not in t for t in tags)):
+            raise ConfigError("The 'service_tags' parameter of ValidationConfig must be a non-empty list of "
+                              f"tag names (no commas). Got {tags!r}.")
+        object.__setattr__(self, "service_tags", tuple(tags))
         check_positive_int(self, "max_bytes", self.max_bytes)
         if self.max_past_s is not None:
             check_positive_int(self, "max_past_s", self.max_past_s)
@@ -181,7 +190,7 @@ class ValidationConfig:
     def limits(self) -> ParseLimits:
         return ParseLimits(max_bytes=self.max_bytes, max_past_s=self.max_past_s, max_future_s=self.max_future_s,
                            max_depth=self.max_depth, max_tags=self.max_tags, max_tag_key_len=self.max_tag_key_len,
-                           max_tag_value_len=self.max_tag_value_len)
+                           max_tag_value_len=self.max_tag_value_len, service_tags=self.service_tags)
 
 
 @dataclass(frozen=True)

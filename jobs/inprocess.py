@@ -34,6 +34,8 @@ class InProcessJob:
     drift: list[str] = field(default_factory=list)
     shadow: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_payloads: list[bytes] = field(default_factory=list)  # what each dead letter carries: a record or a part
+    skipped: dict[str, int] = field(default_factory=dict)  # left out of records, by udfs.parse.SKIP_REASONS
     scored: list[Any] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # size of every batch fed
 
@@ -59,6 +61,9 @@ class InProcessJob:
         self.shadow.extend(res.shadow)
         self.scored.extend(res.scored)
         self.dead_letters.extend(d[0] for d in res.dead_letters)
+        self.dead_payloads.extend(d[1] for d in res.dead_letters)
+        for reason, k in res.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + k
         self.batches.append(n)
         return res
 

@@ -155,14 +155,17 @@ def _sink(cfg: VigilConfig, topic: str, suffix: str, key_field: str | None = Non
 def shard_batches(cfg: VigilConfig, raw: DataStream) -> KeyedStream:
     """Raw rows ``(kind, payload, partition, offset)`` -> batches keyed by shard, all in the JVM.
 
-    ``dev.vigil.flink.ShardBatcher`` (``operators/java``) hashes each record's service to one of
-    ``job.shards`` shards and emits a shard's batch at ``job.batch_max_records`` records, after
+    ``dev.vigil.flink.ShardBatcher`` (``operators/java``) hashes each record's service (read as
+    ``udfs.parse`` reads it, with ``validation.service_tags``) to one of ``job.shards`` shards,
+    splits a record of several parts whose services fall into several shards, and emits a shard's batch at ``job.batch_max_records`` records, after
     ``job.batch_max_delay_ms``, before every checkpoint barrier and at the end of bounded input; the
     key-by on the shard is Flink's own (no Python key selector)."""
     gw = get_gateway()
     cls = gw.jvm.Thread.currentThread().getContextClassLoader().loadClass("dev.vigil.flink.ShardBatcher")
-    args = gw.new_array(gw.jvm.Object, 3)
+    v = cfg.validation
+    args = gw.new_array(gw.jvm.Object, 6)
     args[0], args[1], args[2] = cfg.job.shards, cfg.job.batch_max_records, cfg.job.batch_max_delay_ms
+    args[3], args[4], args[5] = ",".join(v.service_tags), v.max_bytes, v.max_depth
     op = cls.getConstructors()[0].newInstance(args)
     batches = raw._j_data_stream.transform("shard-batcher", Types.ROW([Types.INT(), BATCH_TYPE]).get_java_type_info(),
                                            op).uid("shard-batcher")

@@ -45,7 +45,7 @@ from models.pipeline import (
     SeriesState,
     score_json,
 )
-from udfs.parse import DeadLetter, Feedback, MetricEvent, ParseLimits, parse_feedback, parse_record, split_series_key
+from udfs.parse import DeadLetter, Feedback, MetricEvent, ParseLimits, parse, parse_feedback, split_series_key
 
 METRIC, FEEDBACK = 0, 1  # record kinds in a batch (the JVM batcher's ``kind`` column)
 
@@ -146,6 +146,7 @@ class BatchResult:
     # (refusal, raw payload, kind, partition, offset)
     dead_letters: list[tuple[DeadLetter, bytes, int, int, int]] = field(default_factory=list)
     events: int = 0  # valid metric events
+    skipped: dict[str, int] = field(default_factory=dict)  # left out of records, by udfs.parse.SKIP_REASONS
     late: int = 0
     rounds: int = 0
 
@@ -203,11 +204,12 @@ class ShardLogic:
                 else:
                     items.append(_Item(pos, fb))
                 continue
-            out = parse_record(payload, now_ms, self.limits)
-            if isinstance(out, DeadLetter):
-                dead.append((pos, (out, payload, kind, partitions[pos], offsets[pos])))
-                continue
-            for ev in out:
+            out = parse(payload, now_ms, self.limits)
+            for refusal, part in out.dead:  # the whole record's, or one part's of a batch
+                dead.append((pos, (refusal, payload if part is None else part, kind, partitions[pos], offsets[pos])))
+            for reason, n in out.skipped.items():
+                res.skipped[reason] = res.skipped.get(reason, 0) + n
+            for ev in out.events:
                 items.append(_Item(pos, ev))
                 if ev.ts_ms > state.clock_ms:
                     state.clock_ms = ev.ts_ms

@@ -25,7 +25,7 @@ from models.context import ContextCache, connect
 from models.pipeline import ModelBundle
 from models.shard import FEEDBACK, ShardLogic, ShardState
 from operators.stats import instrumented
-from udfs.parse import DeadLetter, ParseLimits, parse_model_update
+from udfs.parse import SKIP_REASONS, DeadLetter, ParseLimits, parse_model_update
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
@@ -173,6 +173,8 @@ class ScoreShard(HotSwap):
         self.versions_restored = False
         group = ctx.get_metrics_group()
         self.counters = {n: group.counter(n) for n in ("events", "dead_letters", "late_events", "alerts")}
+        # what the parsers left out of records without refusing them (staleness markers, state fields, ...)
+        self.counters.update({r: group.counter("skipped_" + r) for r in SKIP_REASONS})
 
     def _bundle(self) -> ModelBundle:
         return self.logic.models
@@ -247,6 +249,8 @@ class ScoreShard(HotSwap):
             c["late_events"].inc(res.late)
         if res.alerts:
             c["alerts"].inc(len(res.alerts))
+        for reason, n in res.skipped.items():
+            c[reason].inc(n)
         yield from res.alerts
         for f in res.forecasts:
             yield FORECASTS, f

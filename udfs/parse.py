@@ -3,11 +3,28 @@
 Accepted shapes (one Kafka record each):
 
 - native: ``{"metric", "value", "timestamp", "service", "tags"}`` (``tags`` optional);
-- Telegraf JSON output: ``{"name", "fields": {...}, "tags": {"service", ...}, "timestamp"}``, one
-  event per numeric field (a boolean is 0 or 1; string fields are states, not measurements, and
-  are left out), named ``<name>_<field>``;
+- Telegraf JSON output: ``{"name", "fields": {...}, "tags": {...}, "timestamp"}``, one event per
+  numeric field (a boolean is 0 or 1; string fields are states, not measurements: left out and
+  counted as ``non_numeric_field``), named ``<name>_<field>``; and Telegraf's batch format
+  ``{"metrics": [<one such record>, ...]}``;
 - Prometheus samples as JSON (prometheus-kafka-adapter style):
-  ``{"labels": {"__name__", "job"|"service", ...}, "value": "1.5", "timestamp"}``.
+  ``{"labels": {"__name__", ...}, "value": "1.5", "timestamp"}``; the value ``"NaN"`` is how a
+  staleness marker reaches JSON (remote write sends it when a target or series goes away): it is
+  counted as ``stale_marker`` and skipped, not refused;
+- OpenTelemetry metrics as OTLP/JSON (``{"resourceMetrics": [...]}``, what the collector's Kafka
+  exporter writes with ``encoding: otlp_json``): gauge and sum data points become events named
+  after the metric, with the resource's and the point's attributes as tags (non-scalar ones are
+  left out, counted as ``non_scalar_attribute``) and the resource's ``service.name`` as the
+  service; histogram, exponential-histogram and summary metrics are counted as
+  ``unsupported_metric_type``, and a point flagged "no recorded value" as ``stale_marker``.
+
+The service of a Telegraf record or a Prometheus sample is the first of
+``ParseLimits.service_tags`` (``service``, then ``job``, then ``host``) its tags hold, taken out of
+the tags; an OTLP resource's is its ``service.name``, else the first of those attributes.
+
+A record that holds several (a Telegraf batch, an OTLP export) is parsed part by part: a part that
+is refused is a dead letter of its own, with the part as its payload, and the rest are kept
+(:func:`parse`). What is skipped is not lost: :class:`Parsed` counts it by :data:`SKIP_REASONS`.
 
 Timestamps are epoch seconds, milliseconds or microseconds (told apart by magnitude) or ISO-8601
 strings with a zone; all become epoch milliseconds UTC. Nothing here raises on bad input: it
@@ -25,6 +42,7 @@ import base64
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -47,11 +65,22 @@ REASONS = (
     "limit_exceeded",  # over one of the ParseLimits caps; the detail names it
     "unparseable",  # an exception no check foresaw (a bug to fix); the detail names its type
 )
+# what a parser leaves out of a record without refusing it, counted (a job metric, not a dead letter)
+SKIP_REASONS = (
+    "non_numeric_field",  # a Telegraf string or null field: a state, not a measurement
+    "stale_marker",  # a Prometheus staleness marker, an OTLP point with no recorded value
+    "unsupported_metric_type",  # an OTLP histogram, exponential histogram or summary
+    "non_scalar_attribute",  # an OTLP array, key-value list or bytes attribute: not a tag
+)
+SERVICE_TAGS = ("service", "job", "host")
 # the reasons the job's state gives, not the parsers: whether an event is late, or one series too many
 STATE_REASONS = ("late_event", "too_many_series", "unknown_series")
 DEAD_LETTER_SCHEMA = "vigil.deadletter/v1"
 MAX_NAME = 200
-MAX_DEPTH = 8
+# a longer number literal makes the whole record unreadable (the JVM's JSON reader, which shards the
+# records, refuses one too: operators/java ShardBatcher.MAX_NUMBER_CHARS)
+MAX_NUMBER_CHARS = 1000
+MAX_DEPTH = 16  # OTLP/JSON nests 13 deep for a scalar attribute of a data point
 # the oldest and newest event times any record may carry, whatever the configured bounds: Flink
 # keeps event time in a Java long, and ISO-8601 cannot write years past 9999
 _TS_MIN_MS, _TS_MAX_MS = 0, 253_402_300_799_999
@@ -122,7 +151,7 @@ class ParseLimits:
     """Validation bounds. ``None`` disables a time bound (for replays of old data).
 
     ``max_depth`` bounds how deeply arrays and objects nest (a native record with tags nests 2
-    deep); the tag caps bound the tags that become part of the series key, after the shape has
+    deep, an OTLP export 13); the tag caps bound the tags that become part of the series key, after the shape has
     taken the service and metric name out of them. Lengths count characters.
     """
 
@@ -133,6 +162,8 @@ class ParseLimits:
     max_tags: int = 32
     max_tag_key_len: int = 64
     max_tag_value_len: int = 256
+    # the tags that may name the service of a Telegraf record or Prometheus sample, first match wins
+    service_tags: tuple[str, ...] = SERVICE_TAGS
 
 
 class _Bad(Exception):
@@ -235,34 +266,105 @@ def _split_escaped(key: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     return heads[0], heads[1], tuple(tags)
 
 
+class Parsed(NamedTuple):
+    """What one record held: its events, the dead letters of its refused parts (with the part's
+    own payload, or None when the refusal is the whole record's) and what was skipped, by reason."""
+
+    events: list[MetricEvent]
+    dead: list[tuple[DeadLetter, bytes | None]]
+    skipped: dict[str, int]
+
+
+def parse(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits()) -> Parsed:
+    """Parse one Kafka record value into events, part by part, saying exactly why of each part
+    refused. Never raises.
+
+    >>> p = parse(b'{"metrics":[{"name":"cpu","fields":{"usage":3,"state":"ok"},"tags":{"host":"h1"},'
+    ...           b'"timestamp":1700000000},{"name":"mem","fields":{"used":"x"},"tags":{},"timestamp":1}]}',
+    ...           1700000000000)
+    >>> [e.series for e in p.events], [d.reason for d, _ in p.dead], p.skipped
+    (['h1|cpu_usage|'], ['missing_field'], {'non_numeric_field': 1})
+    """
+    out = Parsed([], [], {})
+    try:
+        obj = _json_object(payload, limits.max_bytes, limits.max_depth)
+        if "resourceMetrics" in obj:
+            _otlp(obj, now_ms, limits, out)
+        elif "metrics" in obj and "name" not in obj:
+            parts = obj["metrics"]
+            if not isinstance(parts, list) or not parts:
+                raise _Bad("wrong_type", "field 'metrics' of a Telegraf batch must be a non-empty array of metrics")
+            for part in parts:
+                _part(part, now_ms, limits, out, _single)
+        else:
+            out.events.extend(_checked(_single(obj, limits, out.skipped), now_ms, limits))
+    except _Bad as bad:
+        out.dead.append((DeadLetter(bad.reason, bad.detail), None))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a record must never fail the task
+        out.dead.append((_unparseable(exc), None))
+    return out
+
+
 def parse_record(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits()) -> list[MetricEvent] | DeadLetter:
-    """Parse one Kafka record value into events, or say exactly why not. Never raises.
+    """The events of one record, or the first of its refusals (see :func:`parse`, which keeps the
+    good parts of a batch whose other parts are refused). Never raises.
 
     >>> parse_record(b'{"metric":"cpu_util","value":3,"timestamp":1700000000,"service":"s"}', 1700000000000)
     [MetricEvent(series='s|cpu_util|', service='s', metric='cpu_util', tags=(), ts_ms=1700000000000, value=3.0)]
     >>> parse_record(b'{"metric":"cpu_util","value":"x","timestamp":1,"service":"s"}', 0).reason
     'wrong_type'
     >>> parse_record(b'[' * 1000, 0).detail
-    'record nests more than 8 arrays or objects deep (max_depth=8)'
+    'record nests more than 16 arrays or objects deep (max_depth=16)'
     """
+    p = parse(payload, now_ms, limits)
+    return p.dead[0][0] if p.dead else p.events
+
+
+def _single(obj: dict, limits: ParseLimits, skipped: dict[str, int]) -> list[MetricEvent]:
+    """The events of one record of a single-record shape (native, Telegraf, Prometheus)."""
+    if "fields" in obj and "name" in obj:
+        return _telegraf(obj, limits, skipped)
+    if "labels" in obj:
+        return _prometheus(obj, limits, skipped)
+    if "metric" in obj or "value" in obj:
+        return [_native(obj, limits)]
+    raise _Bad("unknown_shape", "record is neither native (metric/value), Telegraf (name/fields, or a batch "
+                                "of them in metrics), Prometheus (labels/value) nor OTLP (resourceMetrics); "
+                                "keys: " + ",".join(sorted(obj)[:10]))
+
+
+def _checked(events: list[MetricEvent], now_ms: int, limits: ParseLimits) -> list[MetricEvent]:
+    for ev in events:
+        _check_time(ev.ts_ms, now_ms, limits)
+    return events
+
+
+def part_payload(part: object) -> bytes:
+    """The payload a dead letter of one part of a record carries: the part as compact JSON."""
+    return json.dumps(part, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _part(part: object, now_ms: int, limits: ParseLimits, out: Parsed,
+          parse_one: Callable[[dict, ParseLimits, dict[str, int]], list[MetricEvent]]) -> None:
+    """Parse one part of a batch into ``out``; a refusal is the part's own dead letter."""
     try:
-        obj = _json_object(payload, limits.max_bytes, limits.max_depth)
-        if "fields" in obj and "name" in obj:
-            events = _telegraf(obj, limits)
-        elif "labels" in obj:
-            events = [_prometheus(obj, limits)]
-        elif "metric" in obj or "value" in obj:
-            events = [_native(obj, limits)]
-        else:
-            raise _Bad("unknown_shape", "record is neither native (metric/value), Telegraf (name/fields) "
-                                        "nor Prometheus (labels/value); keys: " + ",".join(sorted(obj)[:10]))
-        for ev in events:
-            _check_time(ev.ts_ms, now_ms, limits)
-        return events
+        if not isinstance(part, dict):
+            raise _Bad("not_object", f"a part of the batch is a JSON {type(part).__name__}, not an object")
+        skipped: dict[str, int] = {}
+        events = _checked(parse_one(part, limits, skipped), now_ms, limits)
     except _Bad as bad:
-        return DeadLetter(bad.reason, bad.detail)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: a record must never fail the task
-        return _unparseable(exc)
+        out.dead.append((DeadLetter(bad.reason, bad.detail), part_payload(part)))
+        return
+    except Exception as exc:  # noqa: BLE001 - as in parse()
+        out.dead.append((_unparseable(exc), part_payload(part)))
+        return
+    out.events.extend(events)
+    for k, n in skipped.items():
+        out.skipped[k] = out.skipped.get(k, 0) + n
+
+
+def _skip(skipped: dict[str, int], reason: str, n: int = 1) -> None:
+    skipped[reason] = skipped.get(reason, 0) + n
 
 
 def _unparseable(exc: BaseException) -> DeadLetter:
@@ -318,7 +420,7 @@ def _json_object(payload: bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> 
     if _nests_deeper(text, max_depth):
         raise _Bad("not_json", f"record nests more than {max_depth} arrays or objects deep (max_depth={max_depth})")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_int=_int, parse_float=_float)
     except _Bad:
         raise
     except ValueError as e:
@@ -328,6 +430,18 @@ def _json_object(payload: bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> 
     if not isinstance(obj, dict):
         raise _Bad("not_object", f"record is a JSON {type(obj).__name__}, not an object")
     return obj
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Bad("limit_exceeded", f"record holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Bad("limit_exceeded", f"record holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
+    return float(text)
 
 
 def _reject_constant(name: str) -> float:
@@ -464,13 +578,21 @@ def _native(obj: dict, limits: ParseLimits) -> MetricEvent:
     return _event(service, metric, _tags(obj.get("tags"), "tags", limits), ts, value, limits)
 
 
-def _telegraf(obj: dict, limits: ParseLimits) -> list[MetricEvent]:
+def _service(tags: dict[str, str], limits: ParseLimits, where: str) -> str:
+    """Take the service out of ``tags``: the first of ``limits.service_tags`` they hold."""
+    for name in limits.service_tags:
+        v = tags.get(name)
+        if v:
+            del tags[name]
+            return _name(v, f"{where}.{name}")
+    raise _Bad("missing_field", f"no tag of '{where}' names the service (tried {', '.join(limits.service_tags)}: "
+                                "validation.service_tags)")
+
+
+def _telegraf(obj: dict, limits: ParseLimits, skipped: dict[str, int]) -> list[MetricEvent]:
     name = _str_field(obj, "name")
     tags = _tags(obj.get("tags"), "tags", limits, taken=1)
-    service = tags.pop("service", None)
-    if not service:
-        raise _Bad("missing_field", "field 'tags.service' is missing (Telegraf records name their service in a tag)")
-    _name(service, "tags.service")
+    service = _service(tags, limits, "tags")
     fields = obj["fields"]
     if not isinstance(fields, dict) or not fields:
         raise _Bad("wrong_type", "field 'fields' must be a non-empty object of numbers")
@@ -480,32 +602,141 @@ def _telegraf(obj: dict, limits: ParseLimits) -> list[MetricEvent]:
         # Telegraf mixes measurements with states: a boolean is a 0/1 gauge, a string (e.g.
         # net_response's result_type) or null names a state and is not a measurement to score
         if isinstance(v, str) or v is None:
+            _skip(skipped, "non_numeric_field")
             continue
         metric = f"{name}_{k}"
         if len(metric) > MAX_NAME or not metric.isascii():
             _name(metric, f"fields.{k[:40]}")
         value = float(v) if isinstance(v, bool) else _number(v, f"fields.{k[:40]}", allow_str=False)
         events.append(_event(service, metric, tags, ts, value, limits))
-    if not events:
-        raise _Bad("wrong_type", "no field of 'fields' is a number or a boolean (string fields are states, "
-                   "not measurements)")
     return events
 
 
-def _prometheus(obj: dict, limits: ParseLimits) -> MetricEvent:
-    labels = _tags(obj.get("labels"), "labels", limits, taken=3)
+def _prometheus(obj: dict, limits: ParseLimits, skipped: dict[str, int]) -> list[MetricEvent]:
+    labels = _tags(obj.get("labels"), "labels", limits, taken=2)
     metric = labels.pop("__name__", None) or obj.get("name")
     if not metric or not isinstance(metric, str):
         raise _Bad("missing_field", "field 'labels.__name__' is missing")
     _name(metric, "labels.__name__")
-    service = labels.pop("service", None) or labels.pop("job", None)
-    if not service:
-        raise _Bad("missing_field", "field 'labels.service' (or 'labels.job') is missing")
-    _name(service, "labels.service")
+    service = _service(labels, limits, "labels")
     if "value" not in obj:
         raise _Bad("missing_field", "field 'value' is missing")
-    value = _number(obj["value"], "value", allow_str=True)
-    return _event(service, metric, labels, _timestamp(obj.get("timestamp")), value, limits)
+    v = obj["value"]
+    if isinstance(v, str) and v.strip().lower() == "nan":  # a staleness marker, as JSON writes it
+        _skip(skipped, "stale_marker")
+        return []
+    value = _number(v, "value", allow_str=True)
+    return [_event(service, metric, labels, _timestamp(obj.get("timestamp")), value, limits)]
+
+
+_OTLP_KINDS = ("gauge", "sum")
+_OTLP_UNSUPPORTED = ("histogram", "exponentialHistogram", "summary")
+_OTLP_NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
+
+
+def _otlp(obj: dict, now_ms: int, limits: ParseLimits, out: Parsed) -> None:
+    parts = obj["resourceMetrics"]
+    if not isinstance(parts, list) or not parts:
+        raise _Bad("wrong_type", "field 'resourceMetrics' must be a non-empty array")
+    for part in parts:
+        _part(part, now_ms, limits, out, _otlp_resource)
+
+
+def _list(obj: dict, name: str, where: str) -> list:
+    v = obj.get(name)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise _Bad("wrong_type", f"field '{where}{name}' must be an array; got {type(v).__name__}")
+    return v
+
+
+def _otlp_attributes(kvs: list, where: str, skipped: dict[str, int]) -> dict[str, object]:
+    """OTLP key-value attributes as tag values (bounded and checked by :func:`_tags` afterwards)."""
+    out: dict[str, object] = {}
+    for kv in kvs:
+        if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+            raise _Bad("wrong_type", f"an attribute of '{where}' must be an object with a string 'key'")
+        val = kv.get("value")
+        if not isinstance(val, dict) or len(val) != 1:
+            raise _Bad("wrong_type", f"attribute '{where}.{kv['key'][:40]}' must hold one typed value")
+        ((kind, v),) = val.items()
+        if kind in ("stringValue", "intValue", "doubleValue", "boolValue") and isinstance(v, (str, int, float)):
+            out[kv["key"]] = str(v).lower() if isinstance(v, bool) else v
+        elif kind in ("arrayValue", "kvlistValue", "bytesValue"):
+            _skip(skipped, "non_scalar_attribute")
+        else:
+            raise _Bad("wrong_type", f"attribute '{where}.{kv['key'][:40]}' holds {kind}, not an OTLP AnyValue")
+    return out
+
+
+def _otlp_resource(rm: dict, limits: ParseLimits, skipped: dict[str, int]) -> list[MetricEvent]:
+    """The events of one ``ResourceMetrics``: the data points of its gauges and sums."""
+    resource = rm.get("resource") or {}
+    if not isinstance(resource, dict):
+        raise _Bad("wrong_type", "field 'resource' must be an object")
+    attrs = _otlp_attributes(_list(resource, "attributes", "resource."), "resource.attributes", skipped)
+    service = attrs.pop("service.name", None)
+    res_tags = _tags(attrs, "resource.attributes", limits, taken=len(limits.service_tags))
+    if isinstance(service, str) and service:
+        _name(service, "resource.attributes.service.name")
+    else:
+        service = _service(res_tags, limits, "resource.attributes")
+    events = []
+    seen = 0  # data points and unsupported metrics
+    for sm in _list(rm, "scopeMetrics", ""):
+        if not isinstance(sm, dict):
+            raise _Bad("wrong_type", "a scopeMetrics entry must be an object")
+        for m in _list(sm, "metrics", "scopeMetrics."):
+            if not isinstance(m, dict):
+                raise _Bad("wrong_type", "a metrics entry must be an object")
+            metric = _str_field(m, "name", "metrics.")
+            kind = next((k for k in _OTLP_KINDS if k in m), None)
+            if kind is None:
+                if any(k in m for k in _OTLP_UNSUPPORTED):
+                    _skip(skipped, "unsupported_metric_type")
+                    seen += 1
+                    continue
+                raise _Bad("unknown_shape", f"metric '{metric[:40]}' holds no gauge, sum, histogram or summary")
+            data = m[kind]
+            if not isinstance(data, dict):
+                raise _Bad("wrong_type", f"field '{metric[:40]}.{kind}' must be an object")
+            for dp in _list(data, "dataPoints", f"{metric[:40]}.{kind}."):
+                seen += 1
+                ev = _otlp_point(dp, service, metric, res_tags, limits, skipped)
+                if ev is not None:
+                    events.append(ev)
+    if not seen:  # no data at all: a malformed export rather than an empty one
+        raise _Bad("missing_field", "resource holds no data point (scopeMetrics[].metrics[].gauge or "
+                                    "sum .dataPoints)")
+    return events
+
+
+def _otlp_point(dp: object, service: str, metric: str, res_tags: dict[str, str], limits: ParseLimits,
+                skipped: dict[str, int]) -> MetricEvent | None:
+    where = f"{metric[:40]}.dataPoints"
+    if not isinstance(dp, dict):
+        raise _Bad("wrong_type", f"an entry of '{where}' must be an object")
+    flags = dp.get("flags", 0)
+    if isinstance(flags, int) and not isinstance(flags, bool) and flags & _OTLP_NO_RECORDED_VALUE:
+        _skip(skipped, "stale_marker")
+        return None
+    if "asDouble" in dp:
+        value = _number(dp["asDouble"], f"{where}.asDouble", allow_str=True)
+    elif "asInt" in dp:  # an int64, which OTLP/JSON writes as a string
+        v = dp["asInt"]
+        if isinstance(v, str) and not re.fullmatch(r"-?[0-9]{1,19}", v):
+            raise _Bad("wrong_type", f"field '{where}.asInt' must be an integer; got the string {v[:40]!r}")
+        value = _number(int(v) if isinstance(v, str) else v, f"{where}.asInt", allow_str=False)
+    else:
+        raise _Bad("missing_field", f"field '{where}.asDouble' (or asInt) is missing")
+    ts = dp.get("timeUnixNano")
+    if ts in (None, "", "0", 0):
+        raise _Bad("missing_field", f"field '{where}.timeUnixNano' is missing")
+    tags = dict(res_tags)
+    tags.update(_tags(_otlp_attributes(_list(dp, "attributes", where + "."), where + ".attributes", skipped),
+                      where + ".attributes", limits))
+    return _event(service, metric, tags, _timestamp(ts), value, limits)
 
 
 def parse_feedback(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX_DEPTH) -> Feedback | DeadLetter:

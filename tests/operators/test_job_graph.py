@@ -12,9 +12,25 @@ from models.artifact import ArtifactStore
 from models.context import ContextCache, connect, seed
 from models.pipeline import ModelBundle
 from training.simulate import SERVICES, Incident, generate
+from udfs.parse import MetricEvent, parse_record
 
 pytestmark = [pytest.mark.flink, pytest.mark.integration]
 START = 1_780_000_000_000 - (1_780_000_000_000 % 3_600_000)
+
+
+def as_otlp(events: list[MetricEvent]) -> bytes:
+    """Events as one OTLP/JSON export, a resource per service: the very same series and values."""
+    by_service: dict[str, list[MetricEvent]] = {}
+    for e in events:
+        by_service.setdefault(e.service, []).append(e)
+    return json.dumps({"resourceMetrics": [
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+         "scopeMetrics": [{"scope": {"name": "vigil.test"}, "metrics": [
+             {"name": e.metric, "gauge": {"dataPoints": [
+                 {"asDouble": e.value, "timeUnixNano": str(e.ts_ms * 10**6),
+                  "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in e.tags]}]}}
+             for e in evs]}]}
+        for svc, evs in by_service.items()]}).encode()
 
 
 def _strip(alert: str) -> dict:
@@ -37,8 +53,25 @@ def test_minicluster_job_graph_matches_in_process_logic(trained_store, redis_url
     inc = Incident("t", "level_shift", "payments", "i-0", ("error_rate",), START + 80 * 60_000,
                    START + 120 * 60_000, "errors")
     scen = generate(seed=5, hours=2, start_ms=START, instances=2, incidents=[inc], business_metric=False)
-    payloads = [json.dumps(e).encode() for e in scen.events]
-    payloads[100:100] = [b"not json", b'{"metric":"m","value":NaN,"timestamp":1,"service":"s"}']
+    # the first hour as native records, the second as OTLP exports of a minute each: every export
+    # holds all five services, so the JVM splits it into one record per shard
+    records = [json.dumps(e).encode() for e in scen.events]
+    payloads, minutes = [], {}
+    for r in records:
+        evs = parse_record(r, START, cfg.validation.limits())
+        if evs[0].ts_ms < START + 3_600_000:
+            payloads.append(r)
+        else:
+            minutes.setdefault(evs[0].ts_ms // 60_000, []).extend(evs)
+    assert len(minutes) == 60 and all(len({e.service for e in m}) == 5 for m in minutes.values())
+    payloads += [as_otlp(m) for _, m in sorted(minutes.items())]
+    # a Telegraf batch across two services with one refused part, and a staleness marker
+    bad_part = {"name": "disk", "fields": {"used": 1}, "tags": {"service": "search"}, "timestamp": "soon"}
+    batch = {"metrics": [{"name": "disk", "fields": {"used": 40.0, "state": "ok"}, "tags": {"service": "payments"},
+                          "timestamp": START // 1000 + 600}, bad_part]}
+    stale = {"labels": {"__name__": "up", "job": "search"}, "value": "NaN", "timestamp": START + 600_000}
+    payloads[100:100] = [b"not json", b'{"metric":"m","value":NaN,"timestamp":1,"service":"s"}',
+                         json.dumps(batch).encode(), json.dumps(stale).encode()]
 
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg))
     env.set_parallelism(1)
@@ -65,10 +98,18 @@ def test_minicluster_job_graph_matches_in_process_logic(trained_store, redis_url
     ctx = ContextCache(connect(redis_url), refresh_s=30)
     local = InProcessJob(cfg, ModelBundle.load(trained_store), context=ctx).run(payloads, START)
 
-    assert [d["reason"] for d in flink_dead] == ["not_json", "non_finite_value"]
-    assert [(d["source"]["partition"], d["source"]["offset"]) for d in flink_dead] == [(0, 100), (0, 101)]
+    assert [d["reason"] for d in flink_dead] == ["not_json", "non_finite_value", "wrong_type"]
+    assert [(d["source"]["partition"], d["source"]["offset"]) for d in flink_dead] == [(0, 100), (0, 101), (0, 102)]
+    assert json.loads(flink_dead[2]["payload"]) == bad_part  # the refused part alone, the rest scored
+    assert [(d.reason, json.loads(p)) for d, p in zip(local.dead_letters[2:], local.dead_payloads[2:])] == [
+        ("wrong_type", bad_part)]
+    assert local.skipped == {"non_numeric_field": 1, "stale_marker": 1}
     assert len(flink_forecasts) == len(local.forecasts) > 0
     assert flink_forecasts == sorted(local.forecasts)
+    # the OTLP half gives the very series and values the native records would have
+    native = InProcessJob(cfg, ModelBundle.load(trained_store), context=ctx).run(
+        records, START)
+    assert sorted(native.forecasts) == sorted(f for f in local.forecasts if '"disk_used"' not in f)
     # shards interleave on the output; within a service (one shard) the order is the logic's
     assert sorted(flink_alerts, key=json.dumps) == sorted((_strip(a) for a in local.alerts), key=json.dumps)
     for service in {a["series"]["service"] for a in flink_alerts}:

@@ -101,6 +101,40 @@ def prometheus(rng: random.Random) -> dict[str, Any]:
     return {"labels": labels, "value": str(rng.uniform(0, 1e5)), "timestamp": "2026-05-28T20:26:40Z"}
 
 
+def telegraf_batch(rng: random.Random) -> dict[str, Any]:
+    metrics = [telegraf(rng) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.3:
+        metrics[0]["fields"]["result_type"] = "success"  # a state field: skipped, counted
+    return {"metrics": metrics}
+
+
+def _attr(key: str, value: Any) -> dict[str, Any]:
+    kind = {str: "stringValue", bool: "boolValue", int: "intValue", float: "doubleValue"}[type(value)]
+    return {"key": key, "value": {kind: str(value) if kind == "intValue" else value}}
+
+
+def otlp(rng: random.Random) -> dict[str, Any]:
+    """An OTLP/JSON export of one or two resources (what the collector's Kafka exporter writes)."""
+    def point() -> dict[str, Any]:
+        dp: dict[str, Any] = {"timeUnixNano": str(NOW_MS * 1_000_000),
+                              "attributes": [_attr(k, v) for k, v in _tags(rng, rng.choice((0, 1, 2))).items()]}
+        if rng.random() < 0.5:
+            dp["asDouble"] = rng.uniform(0, 100)
+        else:
+            dp["asInt"] = str(rng.randint(0, 10**6))
+        return dp
+
+    def resource() -> dict[str, Any]:
+        metrics = [{"name": _name(rng), rng.choice(("gauge", "sum")): {"dataPoints": [point()]}}]
+        if rng.random() < 0.2:
+            metrics.append({"name": "http.server.duration", "histogram": {"dataPoints": []}})
+        return {"resource": {"attributes": [_attr("service.name", rng.choice(("search", "api"))),
+                                            _attr("host.name", f"h-{rng.randint(0, 9)}")]},
+                "scopeMetrics": [{"scope": {"name": "vigil.fuzz"}, "metrics": metrics}]}
+
+    return {"resourceMetrics": [resource() for _ in range(rng.randint(1, 2))]}
+
+
 def feedback(rng: random.Random) -> dict[str, Any]:
     from udfs.parse import series_key
 
@@ -254,7 +288,7 @@ def garbage(rng: random.Random) -> bytes:
     return (b'{"metric":"m","value":1,"timestamp":1780000000000,"service":"s","tags":{"k":"' + b"x" * pad + b'"}}')
 
 
-SHAPES: tuple[Callable[[random.Random], dict[str, Any]], ...] = (native, telegraf, prometheus)
+SHAPES: tuple[Callable[[random.Random], dict[str, Any]], ...] = (native, telegraf, prometheus, telegraf_batch, otlp)
 
 
 def _hostile(rng: random.Random, make: Callable[[random.Random], dict[str, Any]]) -> bytes:
@@ -271,7 +305,7 @@ def _hostile(rng: random.Random, make: Callable[[random.Random], dict[str, Any]]
 
 
 def hostile_metric(rng: random.Random) -> bytes:
-    """One hostile payload for the metrics topic (native, Telegraf or Prometheus based)."""
+    """One hostile payload for the metrics topic (based on a record of any accepted shape)."""
     return _hostile(rng, rng.choice(SHAPES))
 
 

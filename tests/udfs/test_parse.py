@@ -11,11 +11,13 @@ from udfs.parse import (
     MODEL_NAMES,
     MODEL_UPDATE_SCHEMA,
     REASONS,
+    SKIP_REASONS,
     VERSION_PATTERN,
     DeadLetter,
     MetricEvent,
     ModelUpdate,
     ParseLimits,
+    parse,
     parse_feedback,
     parse_model_update,
     parse_record,
@@ -77,9 +79,106 @@ def test_telegraf_string_fields_are_states_and_booleans_are_gauges():
     evs = parse_record(enc(rec), NOW)
     assert [(e.metric, e.value) for e in evs] == [("net_response_response_time", 0.012),
                                                   ("net_response_result_code", 0.0), ("net_response_up", 1.0)]
-    only_states = {**rec, "fields": {"result_type": "timeout"}}
-    dl = parse_record(enc(only_states), NOW)
-    assert dl.reason == "wrong_type" and "string fields are states" in dl.detail
+    assert parse(enc(rec), NOW).skipped == {"non_numeric_field": 1}
+    only_states = parse(enc({**rec, "fields": {"result_type": "timeout", "error": None}}), NOW)
+    assert only_states == ([], [], {"non_numeric_field": 2})  # no event, no refusal, and counted
+
+
+# Telegraf's JSON serializer with json_batch_format = true (its documented example, times made recent)
+TELEGRAF_BATCH = {"metrics": [
+    {"fields": {"field_1": 30, "field_2": 4, "field_N": 59, "n_images": 660}, "name": "docker",
+     "tags": {"host": "raynor"}, "timestamp": NOW // 1000},
+    {"fields": {"result_code": 0, "result_type": "success", "response_time": 0.0031}, "name": "net_response",
+     "tags": {"host": "raynor", "service": "edge", "server": "cdn.example", "port": "443"}, "timestamp": NOW // 1000},
+]}
+
+
+def test_telegraf_batch_gives_the_events_of_every_metric_and_the_service_from_the_first_service_tag():
+    p = parse(enc(TELEGRAF_BATCH), NOW)
+    assert not p.dead and p.skipped == {"non_numeric_field": 1}
+    assert [(e.service, e.metric, e.tags) for e in p.events] == [
+        ("raynor", "docker_field_1", ()), ("raynor", "docker_field_2", ()), ("raynor", "docker_field_N", ()),
+        ("raynor", "docker_n_images", ()),
+        # 'service' comes before 'host' in validation.service_tags: host stays a tag
+        ("edge", "net_response_response_time", (("host", "raynor"), ("port", "443"), ("server", "cdn.example"))),
+        ("edge", "net_response_result_code", (("host", "raynor"), ("port", "443"), ("server", "cdn.example"))),
+    ]
+
+
+def test_a_refused_part_of_a_batch_is_a_dead_letter_of_its_own_and_the_rest_is_kept():
+    bad = {"name": "disk", "fields": {"used": "x", "util": "NaN"}, "tags": {"host": "h"},
+           "timestamp": "yesterday"}
+    p = parse(enc({"metrics": [TELEGRAF_BATCH["metrics"][0], bad, 7]}), NOW)
+    assert len(p.events) == 4
+    assert [(d.reason, json.loads(part)) for d, part in p.dead] == [("wrong_type", bad), ("not_object", 7)]
+    assert parse(enc({"metrics": []}), NOW).dead[0][0].reason == "wrong_type"
+    assert parse(enc({"metrics": {"a": 1}}), NOW).dead[0][1] is None  # the whole record is refused
+
+
+def test_service_tags_are_configurable_and_a_record_naming_none_says_which_it_tried():
+    rec = {"name": "cpu", "fields": {"usage_idle": 97.5}, "tags": {"host": "h1", "dc": "fra"}, "timestamp": NOW}
+    assert parse_record(enc(rec), NOW)[0].service == "h1"
+    [ev] = parse_record(enc(rec), NOW, ParseLimits(service_tags=("dc",)))
+    assert (ev.service, ev.tags) == ("fra", (("host", "h1"),))
+    dl = parse_record(enc(rec), NOW, ParseLimits(service_tags=("service",)))
+    assert dl.reason == "missing_field" and "tried service" in dl.detail and "validation.service_tags" in dl.detail
+
+
+def test_a_prometheus_staleness_marker_is_counted_not_refused():
+    """Remote write sends NaN (0x7ff0000000000002) when a target goes away; in JSON it is the string NaN."""
+    rec = {"labels": {"__name__": "up", "job": "api", "instance": "10.0.0.1:9100"}, "value": "NaN",
+           "timestamp": "2026-05-28T20:26:40Z"}
+    assert parse(enc(rec), NOW) == ([], [], {"stale_marker": 1})
+    assert parse_record(enc({**rec, "value": "+Inf"}), NOW).reason == "non_finite_value"
+
+
+# an OTLP/JSON export as the collector's Kafka exporter writes it (encoding otlp_json), after the
+# example in opentelemetry-proto's examples/metrics.json
+OTLP = {"resourceMetrics": [{
+    "resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "checkout"}},
+        {"key": "host.name", "value": {"stringValue": "node-7"}},
+        {"key": "process.command_args", "value": {"arrayValue": {"values": [{"stringValue": "java"}]}}}]},
+    "scopeMetrics": [{
+        "scope": {"name": "my.library", "version": "1.0.0"},
+        "metrics": [
+            {"name": "my.counter", "unit": "1", "description": "I am a Counter",
+             "sum": {"aggregationTemporality": 1, "isMonotonic": True, "dataPoints": [
+                 {"asDouble": 5, "startTimeUnixNano": str((NOW - 60_000) * 10**6),
+                  "timeUnixNano": str(NOW * 10**6),
+                  "attributes": [{"key": "my.counter.attr", "value": {"stringValue": "some value"}}]}]}},
+            {"name": "my.gauge", "unit": "1", "gauge": {"dataPoints": [
+                {"asInt": "10", "timeUnixNano": str(NOW * 10**6),
+                 "attributes": [{"key": "ok", "value": {"boolValue": True}}]},
+                {"asDouble": 0, "flags": 1, "timeUnixNano": str(NOW * 10**6)}]}},
+            {"name": "my.histogram", "histogram": {"aggregationTemporality": 1, "dataPoints": [
+                {"count": "2", "sum": 2, "bucketCounts": ["1", "1"], "explicitBounds": [1],
+                 "timeUnixNano": str(NOW * 10**6)}]}},
+        ]}]}]}
+
+
+def test_otlp_gauges_and_sums_become_events_with_resource_attributes_as_tags():
+    p = parse(enc(OTLP), NOW)
+    assert not p.dead
+    assert [(e.service, e.metric, e.tags, e.ts_ms, e.value) for e in p.events] == [
+        ("checkout", "my.counter", (("host.name", "node-7"), ("my.counter.attr", "some value")), NOW, 5.0),
+        ("checkout", "my.gauge", (("host.name", "node-7"), ("ok", "true")), NOW, 10.0),
+    ]
+    assert p.skipped == {"non_scalar_attribute": 1, "stale_marker": 1, "unsupported_metric_type": 1}
+    assert set(p.skipped) <= set(SKIP_REASONS)
+
+
+def test_a_refused_otlp_resource_is_a_dead_letter_of_its_own():
+    good = OTLP["resourceMetrics"][0]
+    no_service = {"resource": {"attributes": []}, "scopeMetrics": good["scopeMetrics"]}
+    bad_int = json.loads(json.dumps(good))
+    bad_int["scopeMetrics"][0]["metrics"][1]["gauge"]["dataPoints"][0]["asInt"] = "ten"
+    empty = {"resource": good["resource"], "scopeMetrics": []}
+    p = parse(enc({"resourceMetrics": [no_service, good, bad_int, empty]}), NOW)
+    assert len(p.events) == 2
+    assert [d.reason for d, _ in p.dead] == ["missing_field", "wrong_type", "missing_field"]
+    assert "service" in p.dead[0][0].detail and "asInt" in p.dead[1][0].detail
+    assert json.loads(p.dead[1][1]) == bad_int
 
 
 def test_prometheus_sample_with_string_value():
@@ -116,7 +215,8 @@ BAD = [
     (enc({**OK, "tags": {"blob": "x" * 70000}}), "oversized"),
     (enc({"name": "disk", "fields": {"util": 1}, "tags": {}, "timestamp": 1}), "missing_field"),
     (enc({"name": "disk", "fields": {}, "tags": {"service": "s"}, "timestamp": NOW}), "wrong_type"),
-    (enc({"name": "disk", "fields": {"util": "x"}, "tags": {"service": "s"}, "timestamp": NOW}), "wrong_type"),
+    (enc({"name": "disk", "fields": {"util": [1]}, "tags": {"service": "s"}, "timestamp": NOW}), "wrong_type"),
+    (enc({"resourceMetrics": "x"}), "wrong_type"),
     (enc({"labels": {"job": "s"}, "value": "1", "timestamp": NOW}), "missing_field"),
     (enc({"labels": {"__name__": "m"}, "value": "1", "timestamp": NOW}), "missing_field"),
     (enc({"labels": {"__name__": "m", "job": "s"}, "value": "abc", "timestamp": NOW}), "wrong_type"),
@@ -164,24 +264,33 @@ def nested(depth: int) -> bytes:
 @pytest.mark.parametrize("parse", [lambda p: parse_record(p, NOW), parse_feedback, parse_model_update])
 def test_nesting_a_thousand_deep_is_a_dead_letter_not_a_recursion_error(parse):
     out = parse(b"[" * 1000)
-    assert out == DeadLetter("not_json", "record nests more than 8 arrays or objects deep (max_depth=8)")
+    assert out == DeadLetter("not_json", "record nests more than 16 arrays or objects deep (max_depth=16)")
     assert parse(b'{"a":' * 800).reason == "not_json"
 
 
 def test_nesting_is_measured_exactly_and_brackets_in_strings_do_not_count():
-    assert isinstance(parse_record(nested(8), NOW), list)
-    assert parse_record(nested(9), NOW).reason == "not_json"
+    assert isinstance(parse_record(nested(16), NOW), list)
+    assert parse_record(nested(17), NOW).reason == "not_json"
     assert "max_depth=3" in parse_record(nested(4), NOW, ParseLimits(max_depth=3)).detail
     brackets = enc({**OK, "tags": {"k": "[{" * 100, "q": '\\"[[[[[[[[[['}})
     assert parse_record(brackets, NOW)[0].tag("k") == "[{" * 100
     assert parse_record(b'{"a":"' + b"[" * 20, NOW).reason == "not_json"  # unterminated string
 
 
-@pytest.mark.parametrize("number", [b"1e999999", b"-1e999999", b"9" * 400, b"9" * 5000, b"1" * 60000])
+@pytest.mark.parametrize("number", [b"1e999999", b"-1e999999", b"9" * 400, b"9" * 1000])
 def test_numbers_too_large_for_a_float_are_non_finite(number):
     payload = b'{"metric":"m","value":' + number + b',"timestamp":1780000000000,"service":"s"}'
     assert parse_record(payload, NOW).reason == "non_finite_value"
     assert parse_record(enc({**OK, "timestamp": 10**400}), NOW).reason == "non_finite_value"
+
+
+@pytest.mark.parametrize("number", [b"9" * 1001, b"9" * 5000, b"1" * 60000, b"0." + b"1" * 1000])
+def test_number_literals_over_1000_characters_refuse_the_whole_record(number):
+    """The JVM's reader (which shards records) refuses them too, so both sides agree on what is readable."""
+    payload = b'{"metrics":[{"name":"m","fields":{"v":' + number + b'},"tags":{"host":"h"},"timestamp":1}]}'
+    p = parse(payload, NOW)
+    assert p.events == [] and len(p.dead) == 1 and p.dead[0][1] is None
+    assert p.dead[0][0].reason == "limit_exceeded" and "1000" in p.dead[0][0].detail
 
 
 @pytest.mark.parametrize("rec", [
