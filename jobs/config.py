@@ -105,6 +105,8 @@ class JobConfig:
     checkpoints_retained: int = 3
     # restarts after a failure never stop: the delay doubles from 1 s up to this bound
     restart_max_backoff_s: int = 60
+    # Flink's Prometheus reporter serves /metrics on the first free port of this range ("" turns it off)
+    prometheus_port: str = "9249-9259"
     # Flink options set on the job's environment last, e.g. {"rest.port": 8081} for the MiniCluster's REST API
     flink_options: dict[str, str] = field(default_factory=dict)
 
@@ -113,6 +115,9 @@ class JobConfig:
         return self.checkpoint_dir if "://" in self.checkpoint_dir else project_path(self.checkpoint_dir).as_uri()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.prometheus_port, str) or not re.fullmatch(r"(\d{1,5}(-\d{1,5})?)?", self.prometheus_port):
+            raise ConfigError("The 'prometheus_port' parameter of JobConfig must be a port or a range like "
+                              f"'9249-9259' (or '' for none). Got {self.prometheus_port!r}.")
         check_str(self, "name", self.name)
         if not isinstance(self.flink_options, dict):
             raise ConfigError("The 'flink_options' parameter of JobConfig must be a mapping of Flink options. "

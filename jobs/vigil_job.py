@@ -45,6 +45,31 @@ from operators.functions import (
 
 CONNECTOR_JAR = ROOT / ".cache" / "jars" / "flink" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
 VIGIL_JAR = ROOT / ".cache" / "jars" / "vigil" / "vigil-flink.jar"  # operators/java, built by fetch-jars.sh
+REPORTER_JARS = ROOT / ".cache" / "jars" / "flink-metrics"  # flink-metrics-prometheus, by fetch-jars.sh
+LOCAL_LIB = ROOT / ".cache" / "flink-lib-local"
+
+
+def _reporter_on_classpath() -> None:
+    """Put Flink's Prometheus reporter on the classpath of the JVM that PyFlink is about to start for
+    the MiniCluster: PyFlink's lib/ and the reporter jar as links in a folder of our own (the
+    MiniCluster finds reporters on its classpath only, not in a plugins folder). Nothing to do when
+    the JVM already runs (a ``flink run`` client, or a second job in one process)."""
+    import pyflink
+    from pyflink import java_gateway
+
+    if "PYFLINK_GATEWAY_PORT" in os.environ or getattr(java_gateway, "_gateway", None) is not None:
+        return
+    jars = sorted(REPORTER_JARS.glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(f"no reporter jar under {REPORTER_JARS}: run scripts/fetch-jars.sh (make setup)")
+    home = Path(pyflink.__file__).resolve().parent
+    LOCAL_LIB.mkdir(parents=True, exist_ok=True)
+    for jar in [*sorted((home / "lib").glob("*.jar")), *jars]:
+        link = LOCAL_LIB / jar.name
+        if not link.exists():
+            link.symlink_to(jar)
+    os.environ.setdefault("FLINK_HOME", str(home))  # else PyFlink resets FLINK_LIB_DIR to its own
+    os.environ["FLINK_LIB_DIR"] = str(LOCAL_LIB)
 _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
 
 
@@ -63,7 +88,14 @@ def latest_checkpoint(cfg: VigilConfig) -> str:
 def flink_configuration(cfg: VigilConfig, restore: str | None = None) -> Configuration:
     """Flink settings the job needs wherever it runs (MiniCluster or a standalone cluster); ``restore``
     is a checkpoint or savepoint to start from."""
+    if cfg.job.prometheus_port:
+        _reporter_on_classpath()
     conf = Configuration()
+    if cfg.job.prometheus_port:
+        # on a standalone cluster reporters are the cluster's (flink-conf/cluster/config.yaml)
+        conf.set_string("metrics.reporter.prom.factory.class",
+                        "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
+        conf.set_string("metrics.reporter.prom.port", cfg.job.prometheus_port)
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
     conf.set_string("python.execution-mode", cfg.job.python_execution_mode)

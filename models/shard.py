@@ -147,6 +147,8 @@ class BatchResult:
     dead_letters: list[tuple[DeadLetter, bytes, int, int, int]] = field(default_factory=list)
     events: int = 0  # valid metric events
     skipped: dict[str, int] = field(default_factory=dict)  # left out of records, by udfs.parse.SKIP_REASONS
+    shapes: dict[str, int] = field(default_factory=dict)  # metric records by udfs.parse.SHAPES
+    clock_ms: int = NEVER_MS  # the shard's latest event time after the batch
     late: int = 0
     rounds: int = 0
 
@@ -209,6 +211,7 @@ class ShardLogic:
                 dead.append((pos, (refusal, payload if part is None else part, kind, partitions[pos], offsets[pos])))
             for reason, n in out.skipped.items():
                 res.skipped[reason] = res.skipped.get(reason, 0) + n
+            res.shapes[out.shape] = res.shapes.get(out.shape, 0) + 1
             for ev in out.events:
                 items.append(_Item(pos, ev))
                 if ev.ts_ms > state.clock_ms:
@@ -249,6 +252,7 @@ class ShardLogic:
                 res.scored.append(s)
         dead.sort(key=lambda d: d[0])
         res.dead_letters = [d for _, d in dead]
+        res.clock_ms = state.clock_ms
         return res
 
     def _series_round(self, state: ShardState, rnd: list[_Item], payloads: Sequence[bytes],

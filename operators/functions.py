@@ -25,7 +25,8 @@ from models.context import ContextCache, connect
 from models.pipeline import ModelBundle
 from models.shard import FEEDBACK, ShardLogic, ShardState
 from operators.stats import instrumented
-from udfs.parse import SKIP_REASONS, DeadLetter, ParseLimits, parse_model_update
+from operators.metrics import JobMetrics
+from udfs.parse import DeadLetter, ParseLimits, parse_model_update
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
@@ -171,10 +172,7 @@ class ScoreShard(HotSwap):
                                 state=self.state_cfg)
         self.shards: dict[object, ShardState] = {}
         self.versions_restored = False
-        group = ctx.get_metrics_group()
-        self.counters = {n: group.counter(n) for n in ("events", "dead_letters", "late_events", "alerts")}
-        # what the parsers left out of records without refusing them (staleness markers, state fields, ...)
-        self.counters.update({r: group.counter("skipped_" + r) for r in SKIP_REASONS})
+        self.metrics = JobMetrics(ctx.get_metrics_group())
 
     def _bundle(self) -> ModelBundle:
         return self.logic.models
@@ -229,8 +227,7 @@ class ScoreShard(HotSwap):
         self._write_through(st)
         every = self.state_cfg.sweep_interval_s * 1000
         ctx.timer_service().register_processing_time_timer((timestamp // every + 1) * every)
-        if swept.alerts:
-            self.counters["alerts"].inc(len(swept.alerts))
+        self.metrics.on_alerts(swept.alerts, _now_ms())
         yield from swept.alerts
 
     def process_element(self, batch, ctx):
@@ -241,16 +238,7 @@ class ScoreShard(HotSwap):
         now = _now_ms()
         res = self.logic.on_batch(st, kinds, payloads, partitions, offsets, now)
         self._write_through(st)
-        c = self.counters
-        c["events"].inc(res.events)
-        if res.dead_letters:
-            c["dead_letters"].inc(len(res.dead_letters))
-        if res.late:
-            c["late_events"].inc(res.late)
-        if res.alerts:
-            c["alerts"].inc(len(res.alerts))
-        for reason, n in res.skipped.items():
-            c[reason].inc(n)
+        self.metrics.on_batch(res, len(kinds), now)
         yield from res.alerts
         for f in res.forecasts:
             yield FORECASTS, f

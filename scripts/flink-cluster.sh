@@ -23,11 +23,12 @@ export PYTHONPATH="$site:$root"
 export PYFLINK_CLIENT_EXECUTABLE="$py"
 mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR"
 # The cluster's classpath: PyFlink's lib/ plus flink-python from opt/ (the JobManager needs the
-# embedded-Python operator classes to accept a PyFlink job), as links in a folder of our own so
+# embedded-Python operator classes to accept a PyFlink job) and the Prometheus reporter, as links in a folder of our own so
 # that the installed package stays untouched.
 export FLINK_LIB_DIR="$root/.cache/flink-lib"
 mkdir -p "$FLINK_LIB_DIR"
-ln -sf "$FLINK_HOME"/lib/*.jar "$FLINK_HOME"/opt/flink-python-*.jar "$FLINK_LIB_DIR"/
+ln -sf "$FLINK_HOME"/lib/*.jar "$FLINK_HOME"/opt/flink-python-*.jar "$root"/.cache/jars/flink-metrics/*.jar \
+  "$FLINK_LIB_DIR"/
 rest="http://localhost:8081"
 savepoints="${VIGIL_SAVEPOINT_DIR:-$root/runs/savepoints}"
 

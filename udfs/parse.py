@@ -73,6 +73,8 @@ SKIP_REASONS = (
     "non_scalar_attribute",  # an OTLP array, key-value list or bytes attribute: not a tag
 )
 SERVICE_TAGS = ("service", "job", "host")
+# the shapes a metric record may have ("unreadable": refused before its shape was known)
+SHAPES = ("native", "telegraf", "telegraf_batch", "prometheus", "otlp", "unreadable")
 # the reasons the job's state gives, not the parsers: whether an event is late, or one series too many
 STATE_REASONS = ("late_event", "too_many_series", "unknown_series")
 DEAD_LETTER_SCHEMA = "vigil.deadletter/v1"
@@ -273,6 +275,7 @@ class Parsed(NamedTuple):
     events: list[MetricEvent]
     dead: list[tuple[DeadLetter, bytes | None]]
     skipped: dict[str, int]
+    shape: str = "unreadable"  # one of SHAPES
 
 
 def parse(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits()) -> Parsed:
@@ -289,14 +292,17 @@ def parse(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits()) -> P
     try:
         obj = _json_object(payload, limits.max_bytes, limits.max_depth)
         if "resourceMetrics" in obj:
+            out = out._replace(shape="otlp")
             _otlp(obj, now_ms, limits, out)
         elif "metrics" in obj and "name" not in obj:
+            out = out._replace(shape="telegraf_batch")
             parts = obj["metrics"]
             if not isinstance(parts, list) or not parts:
                 raise _Bad("wrong_type", "field 'metrics' of a Telegraf batch must be a non-empty array of metrics")
             for part in parts:
                 _part(part, now_ms, limits, out, _single)
         else:
+            out = out._replace(shape=_shape(obj))
             out.events.extend(_checked(_single(obj, limits, out.skipped), now_ms, limits))
     except _Bad as bad:
         out.dead.append((DeadLetter(bad.reason, bad.detail), None))
@@ -318,6 +324,14 @@ def parse_record(payload: bytes, now_ms: int, limits: ParseLimits = ParseLimits(
     """
     p = parse(payload, now_ms, limits)
     return p.dead[0][0] if p.dead else p.events
+
+
+def _shape(obj: dict) -> str:
+    if "fields" in obj and "name" in obj:
+        return "telegraf"
+    if "labels" in obj:
+        return "prometheus"
+    return "native" if "metric" in obj or "value" in obj else "unreadable"
 
 
 def _single(obj: dict, limits: ParseLimits, skipped: dict[str, int]) -> list[MetricEvent]:

@@ -81,7 +81,7 @@ def test_telegraf_string_fields_are_states_and_booleans_are_gauges():
                                                   ("net_response_result_code", 0.0), ("net_response_up", 1.0)]
     assert parse(enc(rec), NOW).skipped == {"non_numeric_field": 1}
     only_states = parse(enc({**rec, "fields": {"result_type": "timeout", "error": None}}), NOW)
-    assert only_states == ([], [], {"non_numeric_field": 2})  # no event, no refusal, and counted
+    assert only_states == ([], [], {"non_numeric_field": 2}, "telegraf")  # no event, no refusal, and counted
 
 
 # Telegraf's JSON serializer with json_batch_format = true (its documented example, times made recent)
@@ -128,7 +128,7 @@ def test_a_prometheus_staleness_marker_is_counted_not_refused():
     """Remote write sends NaN (0x7ff0000000000002) when a target goes away; in JSON it is the string NaN."""
     rec = {"labels": {"__name__": "up", "job": "api", "instance": "10.0.0.1:9100"}, "value": "NaN",
            "timestamp": "2026-05-28T20:26:40Z"}
-    assert parse(enc(rec), NOW) == ([], [], {"stale_marker": 1})
+    assert parse(enc(rec), NOW) == ([], [], {"stale_marker": 1}, "prometheus")
     assert parse_record(enc({**rec, "value": "+Inf"}), NOW).reason == "non_finite_value"
 
 
@@ -159,7 +159,7 @@ OTLP = {"resourceMetrics": [{
 
 def test_otlp_gauges_and_sums_become_events_with_resource_attributes_as_tags():
     p = parse(enc(OTLP), NOW)
-    assert not p.dead
+    assert not p.dead and p.shape == "otlp"
     assert [(e.service, e.metric, e.tags, e.ts_ms, e.value) for e in p.events] == [
         ("checkout", "my.counter", (("host.name", "node-7"), ("my.counter.attr", "some value")), NOW, 5.0),
         ("checkout", "my.gauge", (("host.name", "node-7"), ("ok", "true")), NOW, 10.0),

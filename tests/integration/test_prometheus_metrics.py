@@ -1,0 +1,104 @@
+"""Flink's Prometheus reporter during a real run: every metric the Grafana board uses is served,
+with non-zero values where the run must have produced some."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from models.context import connect, seed
+from tests.integration.kafka_helpers import job_config, produce
+from tests.integration.test_kafka_job import BAD, spike_scenario
+from training.simulate import SERVICES
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BOARD = ROOT / "flink-conf" / "grafana" / "vigil.json"
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def samples(body: str) -> list[tuple[str, str, float]]:
+    out = []
+    for line in body.splitlines():
+        m = SAMPLE.match(line)
+        if m:
+            out.append((m.group(1), m.group(2) or "", float(m.group(3))))
+    return out
+
+
+def board_metrics() -> set[str]:
+    """The metric names the dashboard's queries read."""
+    board = json.loads(BOARD.read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert exprs, "the board has no queries"
+    return {n for e in exprs for n in re.findall(r"\bflink_[a-zA-Z0-9_]+", e)}
+
+
+def test_the_reporter_serves_every_metric_of_the_grafana_board(tmp_path, trained_store, kafka_bootstrap, redis_url,
+                                                               topic_prefix):
+    seed(connect(redis_url), SERVICES)
+    port = free_port()
+    cfg = job_config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store,
+                     job={"prometheus_port": str(port)})
+    _, scen = spike_scenario()
+    good = [json.dumps(e).encode() for e in scen.events]
+    stale = {"labels": {"__name__": "up", "job": "search"}, "value": "NaN", "timestamp": scen.events[0]["timestamp"]}
+    produce(kafka_bootstrap, f"{topic_prefix}.metrics",
+            good[:500] + [b for b, _ in BAD] + [json.dumps(stale).encode()] + good[500:])
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    job = subprocess.Popen([sys.executable, "-m", "jobs.vigil_job", "--config", str(cfg), "--bounded"], cwd=ROOT,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = ""
+    deadline = time.time() + 420
+    try:
+        while job.poll() is None and time.time() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                if "vigil_events" in body:
+                    last = body  # the latest scrape while the scoring operator lives
+            except OSError:
+                pass
+            time.sleep(0.5)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        out = job.communicate()[0]
+    assert job.returncode == 0, out[-3000:]
+    assert last, "no scrape held the job's metrics: " + out[-2000:]
+
+    got = samples(last)
+    names = {n for n, _, _ in got}
+    missing = board_metrics() - names
+    assert not missing, f"the board reads metrics the reporter does not serve: {sorted(missing)}"
+
+    def total(name: str, **labels: str) -> float:
+        return sum(v for n, lab, v in got if n == name
+                   and all(f'{k}="{val}"' in lab for k, val in labels.items()))
+
+    p = "flink_taskmanager_job_task_operator_vigil_"
+    # (a key-value group puts its key into the name, and its value into the label)
+    assert total(p + "shape_records_in", shape="native") > 1000
+    assert total(p + "events") > 1000
+    assert total(p + "reason_dead_letters") >= len(BAD)
+    assert total(p + "reason_dead_letters", reason="not_json") >= 1
+    assert total(p + "reason_skipped", reason="stale_marker") == 1
+    assert total(p + "batch_records_count") > 0
+    assert total(p + "le_batch_records_bucket", le="Inf") == total(p + "batch_records_count")
+    assert total(p + "batch_records_sum") >= total(p + "shape_records_in")
+    assert total("flink_taskmanager_job_task_busyTimeMsPerSecond") >= 0
