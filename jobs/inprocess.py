@@ -9,6 +9,7 @@ we show that what the job does is what the logic does.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ class InProcessJob:
     shadow: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     dead_payloads: list[bytes] = field(default_factory=list)  # what each dead letter carries: a record or a part
-    skipped: dict[str, int] = field(default_factory=dict)  # left out of records, by udfs.parse.SKIP_REASONS
+    skipped: Counter[str] = field(default_factory=Counter)  # left out of records, by udfs.parse.SKIP_REASONS
     scored: list[Any] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # size of every batch fed
 
@@ -62,8 +63,7 @@ class InProcessJob:
         self.scored.extend(res.scored)
         self.dead_letters.extend(d[0] for d in res.dead_letters)
         self.dead_payloads.extend(d[1] for d in res.dead_letters)
-        for reason, k in res.skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + k
+        self.skipped.update(res.skipped)
         self.batches.append(n)
         return res
 

@@ -70,6 +70,8 @@ def _reporter_on_classpath() -> None:
             link.symlink_to(jar)
     os.environ.setdefault("FLINK_HOME", str(home))  # else PyFlink resets FLINK_LIB_DIR to its own
     os.environ["FLINK_LIB_DIR"] = str(LOCAL_LIB)
+
+
 _STARTUP = {"earliest": "earliest-offset", "latest": "latest-offset", "group": "group-offsets"}
 
 
@@ -189,8 +191,8 @@ def shard_batches(cfg: VigilConfig, raw: DataStream) -> KeyedStream:
 
     ``dev.vigil.flink.ShardBatcher`` (``operators/java``) hashes each record's service (read as
     ``udfs.parse`` reads it, with ``validation.service_tags``) to one of ``job.shards`` shards,
-    splits a record of several parts whose services fall into several shards, and emits a shard's batch at ``job.batch_max_records`` records, after
-    ``job.batch_max_delay_ms``, before every checkpoint barrier and at the end of bounded input; the
+    splits a record of several parts whose services fall into several shards, and emits a shard's
+    batch at ``job.batch_max_records`` records, after ``job.batch_max_delay_ms``, before every checkpoint barrier and at the end of bounded input; the
     key-by on the shard is Flink's own (no Python key selector)."""
     gw = get_gateway()
     cls = gw.jvm.Thread.currentThread().getContextClassLoader().loadClass("dev.vigil.flink.ShardBatcher")

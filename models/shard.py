@@ -30,6 +30,7 @@ holds at most ``max_series_per_service`` series; an event of one more is a dead 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,8 +147,8 @@ class BatchResult:
     # (refusal, raw payload, kind, partition, offset)
     dead_letters: list[tuple[DeadLetter, bytes, int, int, int]] = field(default_factory=list)
     events: int = 0  # valid metric events
-    skipped: dict[str, int] = field(default_factory=dict)  # left out of records, by udfs.parse.SKIP_REASONS
-    shapes: dict[str, int] = field(default_factory=dict)  # metric records by udfs.parse.SHAPES
+    skipped: Counter[str] = field(default_factory=Counter)  # left out of records, by udfs.parse.SKIP_REASONS
+    shapes: Counter[str] = field(default_factory=Counter)  # metric records by udfs.parse.SHAPES
     clock_ms: int = NEVER_MS  # the shard's latest event time after the batch
     late: int = 0
     rounds: int = 0
@@ -209,9 +210,8 @@ class ShardLogic:
             out = parse(payload, now_ms, self.limits)
             for refusal, part in out.dead:  # the whole record's, or one part's of a batch
                 dead.append((pos, (refusal, payload if part is None else part, kind, partitions[pos], offsets[pos])))
-            for reason, n in out.skipped.items():
-                res.skipped[reason] = res.skipped.get(reason, 0) + n
-            res.shapes[out.shape] = res.shapes.get(out.shape, 0) + 1
+            res.skipped.update(out.skipped)
+            res.shapes[out.shape] += 1
             for ev in out.events:
                 items.append(_Item(pos, ev))
                 if ev.ts_ms > state.clock_ms:

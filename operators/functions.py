@@ -24,8 +24,8 @@ from models.config import AlertConfig, ScoringConfig, StateConfig
 from models.context import ContextCache, connect
 from models.pipeline import ModelBundle
 from models.shard import FEEDBACK, ShardLogic, ShardState
-from operators.stats import instrumented
 from operators.metrics import JobMetrics
+from operators.stats import instrumented
 from udfs.parse import DeadLetter, ParseLimits, parse_model_update
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from models.detector import SEVERITIES

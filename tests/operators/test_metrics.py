@@ -4,58 +4,36 @@ from __future__ import annotations
 
 import json
 
+from fakes import FakeGroup
+
 from models.shard import BatchResult
 from operators.metrics import Histogram, JobMetrics
 from udfs.parse import DeadLetter
 
 
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def inc(self, k: int = 1) -> None:
-        self.n += k
-
-
-class Group:
-    def __init__(self) -> None:
-        self.groups: dict[tuple, Group] = {}
-        self.counters: dict[str, Counter] = {}
-        self.gauges: dict = {}
-
-    def add_group(self, key: str, value: str | None = None) -> Group:
-        return self.groups.setdefault((key, value), Group())
-
-    def counter(self, name: str) -> Counter:
-        return self.counters.setdefault(name, Counter())
-
-    def gauge(self, name: str, fn) -> None:
-        self.gauges[name] = fn
-
-
 def test_histogram_buckets_are_cumulative_with_a_sum_and_a_count():
-    g = Group()
+    g = FakeGroup()
     h = Histogram(g, "x", (1, 10), scale=1000)
     for v in (0.5, 3, 3, 50):
         h.observe(v)
-    le = {k[1]: grp.counters["x_bucket"].n for k, grp in g.groups.items()}
+    le = {k[1]: grp.counters["x_bucket"].value for k, grp in g.groups.items()}
     assert le == {"1": 1, "10": 3, "Inf": 4}
-    assert (g.counters["x_count"].n, g.counters["x_sum"].n) == (4, 56_500)
+    assert (g.counters["x_count"].value, g.counters["x_sum"].value) == (4, 56_500)
 
 
 def test_a_batch_is_counted_by_shape_reason_severity_and_status():
-    root = Group()
+    root = FakeGroup()
     m = JobMetrics(root)
     res = BatchResult(events=7, late=1, shapes={"native": 5, "otlp": 1}, skipped={"stale_marker": 2},
                       clock_ms=1_000)
     res.dead_letters = [(DeadLetter("not_json", "x"), b"", 0, 0, 1), (DeadLetter("late_event", "y"), b"", 0, 0, 2)]
     res.alerts = [json.dumps({"severity": "high", "status": "open", "event_time": "2026-12-02T10:00:00+00:00"})]
     m.on_batch(res, 6, now_ms=1_796_205_605_000)  # 2026-12-02T10:00:05Z
-    v = root.groups[("vigil", None)]
-    assert v.groups[("shape", "native")].counters["records_in"].n == 5
-    assert v.groups[("reason", "not_json")].counters["dead_letters"].n == 1
-    assert v.groups[("reason", "stale_marker")].counters["skipped"].n == 2
-    assert v.groups[("severity", "high")].groups[("status", "open")].counters["alerts"].n == 1
-    assert (v.counters["events"].n, v.counters["late_events"].n) == (7, 1)
-    assert v.counters["event_to_alert_seconds_sum"].n == 5_000  # five seconds, in ms
-    assert v.counters["batch_records_sum"].n == 6
+    v = root.groups["vigil"]
+    assert v.groups[("shape", "native")].counters["records_in"].value == 5
+    assert v.groups[("reason", "not_json")].counters["dead_letters"].value == 1
+    assert v.groups[("reason", "stale_marker")].counters["skipped"].value == 2
+    assert v.groups[("severity", "high")].groups[("status", "open")].counters["alerts"].value == 1
+    assert (v.counters["events"].value, v.counters["late_events"].value) == (7, 1)
+    assert v.counters["event_to_alert_seconds_sum"].value == 5_000  # five seconds, in ms
+    assert v.counters["batch_records_sum"].value == 6

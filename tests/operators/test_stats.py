@@ -4,37 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from fakes import FakeContext
+
 from models.detector import DetectorModel
 from operators import stats
-
-
-class FakeCounter:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self, n: int = 1) -> None:
-        self.value += n
-
-
-class FakeGroup:
-    def __init__(self, path: tuple[str, ...] = ()) -> None:
-        self.path = path
-        self.counters: dict[str, FakeCounter] = {}
-        self.groups: dict[str, FakeGroup] = {}
-
-    def add_group(self, name: str) -> FakeGroup:
-        return self.groups.setdefault(name, FakeGroup(self.path + (name,)))
-
-    def counter(self, name: str) -> FakeCounter:
-        return self.counters.setdefault(name, FakeCounter())
-
-
-class FakeContext:
-    def __init__(self) -> None:
-        self.group = FakeGroup()
-
-    def get_metrics_group(self) -> FakeGroup:
-        return self.group
 
 
 class Scorer:

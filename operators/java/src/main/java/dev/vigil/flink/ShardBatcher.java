@@ -132,15 +132,30 @@ public class ShardBatcher extends AbstractStreamOperator<Row>
         int partition = p == null ? -1 : ((Number) p).intValue();
         long offset = o == null ? -1L : ((Number) o).longValue();
         if (kind == 1) {
-            add(shardOf(kind, payload), kind, payload, partition, offset);
+            add(feedbackShard(payload), kind, payload, partition, offset);
             return;
         }
         JsonNode obj = readOrNull(payload);
         String field = obj == null ? null : containerField(obj);
-        if (field != null && splitAcrossShards(obj, field, payload, partition, offset)) {
+        if (field == null) {
+            add(shard(obj == null ? null : partService(obj, false), payload), kind, payload, partition, offset);
             return;
         }
-        add(shard(obj == null ? null : metricService(obj, field), payload), kind, payload, partition, offset);
+        // a record of several parts: the shard of each part's service (-1 where a part names none)
+        int[] of = partShards(obj.get(field), field.equals("resourceMetrics"), payload);
+        int first = -1;
+        boolean several = false;
+        for (int s : of) {
+            if (s >= 0 && first < 0) {
+                first = s;
+            } else if (s >= 0 && s != first) {
+                several = true;
+            }
+        }
+        if (several && splitAcrossShards(field, of, first, payload, partition, offset)) {
+            return;
+        }
+        add(first >= 0 ? first : shard(null, payload), kind, payload, partition, offset);
     }
 
     private void add(int s, int kind, byte[] payload, int partition, long offset) {
@@ -156,23 +171,20 @@ public class ShardBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    /** The shard of one record: a hash of its service, or of its bytes when no service can be read. */
-    int shardOf(int kind, byte[] payload) {
-        if (kind == 1) {
-            String service;
-            try {
-                JsonNode obj = json.readTree(payload);
-                String series = obj == null ? null : text(obj.get("series"));
-                service = series == null ? null : keyService(series);
-            } catch (Exception | StackOverflowError e) {
-                service = null;
-            }
-            return shard(service, payload);
+    /** The shard of a verdict: of the service part of its series key, or of its bytes when it has none. */
+    private int feedbackShard(byte[] payload) {
+        String service;
+        try {
+            JsonNode obj = json.readTree(payload);
+            String series = obj == null ? null : text(obj.get("series"));
+            service = series == null ? null : keyService(series);
+        } catch (Exception | StackOverflowError e) {
+            service = null;
         }
-        JsonNode obj = readOrNull(payload);
-        return shard(obj == null ? null : metricService(obj, containerField(obj)), payload);
+        return shard(service, payload);
     }
 
+    /** The shard of a service, or of the record's bytes when no service can be read. */
     private int shard(String service, byte[] payload) {
         int h = service != null ? service.hashCode() : Arrays.hashCode(payload);
         return Math.floorMod(h, shards);
@@ -198,21 +210,17 @@ public class ShardBatcher extends AbstractStreamOperator<Row>
         return null;
     }
 
-    /** The service of a record: of its first part that names one, for a record of several. */
-    private String metricService(JsonNode obj, String field) {
-        if (field == null) {
-            return partService(obj, false);
+    /** The shard of each part's service, -1 where a part names none (no parts: not an array). */
+    private int[] partShards(JsonNode parts, boolean otlp, byte[] payload) {
+        if (parts == null || !parts.isArray()) {
+            return new int[0];
         }
-        JsonNode parts = obj.get(field);
-        if (parts != null && parts.isArray()) {
-            for (JsonNode part : parts) {
-                String s = partService(part, field.equals("resourceMetrics"));
-                if (s != null) {
-                    return s;
-                }
-            }
+        int[] of = new int[parts.size()];
+        for (int i = 0; i < of.length; i++) {
+            String service = partService(parts.get(i), otlp);
+            of[i] = service == null ? -1 : shard(service, payload);
         }
-        return null;
+        return of;
     }
 
     /** The service of one record or part, with the rules of udfs.parse (null when it names none). */
@@ -278,36 +286,14 @@ public class ShardBatcher extends AbstractStreamOperator<Row>
     }
 
     /**
-     * Splits a record of several parts whose services fall into more than one shard: each of those
-     * shards gets a record of the same shape holding its parts, in their order, as the original bytes
-     * of each part (so that the Python side decodes exactly the values it would have decoded from the
-     * whole). A part that names no service travels with the first part. Returns false, and splits
-     * nothing, when all parts fall into one shard or when udfs.parse would refuse the whole record
-     * (then it is sharded whole, like any refused record).
+     * Splits a record of several parts whose services fall into more than one shard ({@code of}: the
+     * shard of each part, -1 where a part names none): each of those shards gets a record of the same
+     * shape holding its parts, in their order, as the original bytes of each part (so that the Python
+     * side decodes exactly the values it would have decoded from the whole). A part that names no
+     * service travels with the first part that does. Returns false, and splits nothing, when
+     * udfs.parse would refuse the whole record (then it is sharded whole, like any refused record).
      */
-    private boolean splitAcrossShards(JsonNode obj, String field, byte[] payload, int partition, long offset) {
-        JsonNode parts = obj.get(field);
-        if (parts == null || !parts.isArray() || parts.size() < 2) {
-            return false;
-        }
-        boolean otlp = field.equals("resourceMetrics");
-        int[] of = new int[parts.size()];
-        int first = -1;
-        boolean several = false;
-        for (int i = 0; i < of.length; i++) {
-            String service = partService(parts.get(i), otlp);
-            of[i] = service == null ? -1 : Math.floorMod(service.hashCode(), shards);
-            if (of[i] >= 0) {
-                if (first < 0) {
-                    first = of[i];
-                } else if (of[i] != first) {
-                    several = true;
-                }
-            }
-        }
-        if (!several) {
-            return false;
-        }
+    private boolean splitAcrossShards(String field, int[] of, int first, byte[] payload, int partition, long offset) {
         List<int[]> spans = partSpans(payload, field);
         if (spans == null || spans.size() != of.length) {
             return false;
