@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def test_the_reporter_serves_every_metric_of_the_grafana_board(tmp_path, trained
             good[:500] + [b for b, _ in BAD] + [json.dumps(stale).encode()] + good[500:])
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    job = subprocess.Popen([sys.executable, "-m", "jobs.vigil_job", "--config", str(cfg), "--bounded"], cwd=ROOT,
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "job.log"  # a file, not a pipe: nothing reads a pipe while the job runs, and a full one blocks it
+    with log.open("w") as sink:
+        job = subprocess.Popen([sys.executable, "-m", "jobs.vigil_job", "--config", str(cfg), "--bounded"],
+                               cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     last = ""
     deadline = time.time() + 420
     try:
@@ -76,9 +79,10 @@ def test_the_reporter_serves_every_metric_of_the_grafana_board(tmp_path, trained
                 pass
             time.sleep(0.5)
     finally:
-        if job.poll() is None:
-            job.kill()
-        out = job.communicate()[0]
+        if job.poll() is None:  # its Flink JVM too, which a kill of the Python process alone leaves running
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        out = log.read_text(errors="replace")
     assert job.returncode == 0, out[-3000:]
     assert last, "no scrape held the job's metrics: " + out[-2000:]
 
