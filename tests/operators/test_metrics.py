@@ -37,3 +37,12 @@ def test_a_batch_is_counted_by_shape_reason_severity_and_status():
     assert (v.counters["events"].value, v.counters["late_events"].value) == (7, 1)
     assert v.counters["event_to_alert_seconds_sum"].value == 5_000  # five seconds, in ms
     assert v.counters["batch_records_sum"].value == 6
+
+
+def test_the_event_clock_counter_holds_the_latest_event_time_and_never_moves_back():
+    root = FakeGroup()
+    m = JobMetrics(root)
+    for clock in (5_000, 9_000, 7_000):
+        m.on_batch(BatchResult(clock_ms=clock), 1, now_ms=10_000)
+    assert root.groups["vigil"].counters["event_clock_ms"].value == 9_000
+    assert not root.groups["vigil"].gauges  # gauges are read from the reporter's thread; see JobMetrics
