@@ -53,6 +53,7 @@ from models.features import (
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
+from models.season import SeasonalContext
 from models.surprise import SurpriseState, surprise_round
 from udfs.parse import Feedback, split_series_key
 
@@ -60,7 +61,7 @@ ALERT_SCHEMA = "vigil.alert/v1"
 FORECAST_SCHEMA = "vigil.forecast/v1"
 DRIFT_SCHEMA = "vigil.drift/v1"
 SHADOW_SCHEMA = "vigil.shadow/v1"
-SERIES_STATE = "series_state/v4"
+SERIES_STATE = "series_state/v5"
 ENTITY_STATE = "entity_state/v3"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -153,9 +154,10 @@ class Scored(NamedTuple):
 
 @dataclass
 class SeriesState:
-    """Everything kept per series (state name ``series_state/v4``).
+    """Everything kept per series (state name ``series_state/v5``).
 
-    v4 added the series' surprise state (:class:`models.surprise.SurpriseState`). v3 added
+    v5 added the series' seasonal context (:class:`models.season.SeasonalContext`, a week of coarse
+    buckets); a series stored before v5 starts it empty and fills it as it goes. v4 added the series' surprise state (:class:`models.surprise.SurpriseState`). v3 added
     ``max_ts_ms``, the series' own event-time high mark: an event more than the out-of-orderness
     bound behind it is late. v2 added the drift tests, the pending one-step forecast they compare
     against, and the threshold tail that feedback narrows. Older versions are read and migrate on
@@ -175,25 +177,28 @@ class SeriesState:
     fb_tail: float = 1.0  # the bar's tail (1 - bar) is multiplied by this
     max_ts_ms: int = NEVER_MS  # the latest event time folded in
     surprise: SurpriseState = field(default_factory=SurpriseState)
+    season: SeasonalContext = field(default_factory=SeasonalContext)
 
     _V1 = struct.Struct("<BdddII")
     _V2 = struct.Struct("<BdddIIqddd")
-    _V3 = struct.Struct("<BdddIIqdddq")  # v4: the same head, then the drift tests, the surprise, the window
+    _V3 = struct.Struct("<BdddIIqdddq")  # v4, v5: the same head, then the drift tests, the surprise,
+    # (v5) the season, the window
 
     def to_bytes(self) -> bytes:
         t = self.threshold or (0.0, 0.0, -1.0)
         p = self.pending or (-1, 0.0, 0.0)
-        return b"".join((self._V3.pack(4, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail,
+        return b"".join((self._V3.pack(5, *t, self.since_forecast, self.breach_streak, *p, self.fb_tail,
                                        self.max_ts_ms),
                          PH_STRUCT.pack(*(self.drift_score or PH_EMPTY)),
                          PH_STRUCT.pack(*(self.drift_residual or PH_EMPTY)),
                          self.surprise.to_bytes(),
+                         self.season.to_bytes(),
                          self.window.to_bytes()))
 
     @classmethod
     def peek_max_ts(cls, data: bytes) -> int:
         """``max_ts_ms`` of an encoded state, without decoding the rest (what a sweep needs)."""
-        if data[0] in (3, 4):
+        if data[0] in (3, 4, 5):
             return struct.unpack_from("<q", data, cls._V3.size - 8)[0]
         return cls.from_bytes(data).max_ts_ms
 
@@ -205,7 +210,7 @@ class SeriesState:
             w = SeriesWindow.from_bytes(data[cls._V1.size:])
             return cls(w, None if n < 0 else (m, v, n), since, streak, max_ts_ms=w.last_ts_ms if w.n else NEVER_MS,
                        surprise=_migrated_surprise(w, m, v, n))
-        if ver not in (2, 3, 4):
+        if ver not in (2, 3, 4, 5):
             raise ValueError(f"{SERIES_STATE}: cannot read state version {ver}")
         head = cls._V2 if ver == 2 else cls._V3
         fields = head.unpack_from(data)
@@ -213,15 +218,18 @@ class SeriesState:
         pos = head.size
         ds, dr = PH_STRUCT.unpack_from(data, pos), PH_STRUCT.unpack_from(data, pos + PH_STRUCT.size)
         pos += 2 * PH_STRUCT.size
-        if ver == 4:
+        if ver >= 4:
             sp, pos = SurpriseState.from_bytes(data, pos)
+        season = SeasonalContext()
+        if ver == 5:
+            season, pos = SeasonalContext.from_bytes(data, pos)
         w = SeriesWindow.from_bytes(data[pos:])
-        if ver != 4:
+        if ver < 4:
             sp = _migrated_surprise(w, m, v, n)
         max_ts = fields[10] if ver >= 3 else (w.last_ts_ms if w.n else NEVER_MS)
         return cls(w, None if n < 0 else (m, v, n), since, streak,
                    None if ds[0] == 0 else ds, None if dr[0] == 0 else dr,  # type: ignore[arg-type]
-                   None if due < 0 else (due, pv, ps), tail, max_ts, sp)
+                   None if due < 0 else (due, pv, ps), tail, max_ts, sp, season)
 
 
 def _migrated_surprise(w: SeriesWindow, mean: float, var: float, n: float) -> SurpriseState:
@@ -367,6 +375,7 @@ class SeriesLogic:
                                                           self.drift_residual, st.drift_residual, now_ms)))
             w = st.window
             w.update(ev.ts_ms, x)
+            st.season.update(ev.ts_ms, x)
             st.max_ts_ms = max(st.max_ts_ms, ev.ts_ms)
             st.since_forecast += 1
             if w.n >= warmup and (trig[i] or st.since_forecast >= self.cfg.forecast_every):

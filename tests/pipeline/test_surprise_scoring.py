@@ -63,7 +63,7 @@ def test_on_a_learned_series_alerts_on_its_surprise_and_a_young_one_as_before(mo
     assert sum(s.trigger == "detector" for s in learned) <= 2  # the spike, and at most one more
     assert st.surprise.n == 200 - warmup and st.surprise.flagged == pytest.approx(events[150].value)
     back = SeriesState.from_bytes(st.to_bytes())
-    assert back.surprise == st.surprise and back.to_bytes() == st.to_bytes() and st.to_bytes()[0] == 4
+    assert back.surprise == st.surprise and back.to_bytes() == st.to_bytes() and st.to_bytes()[0] == 5
 
 
 def test_on_a_round_of_series_equals_each_series_alone(models):
