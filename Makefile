@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR):$(PYTHONPATH)
 .PHONY: help setup run test up down status retrain cluster-up submit savepoint restore cluster-down clean
 
 help: ## list every target with one line each
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(VENV_STAMP): setup.py
 	test -x $(PY) || python3 -m venv .venv
@@ -25,6 +25,11 @@ run: setup ## the whole pipeline end to end on real Kafka, Redis and Flink with 
 .PHONY: bench-nab
 bench-nab: setup ## NAB detection quality through Kafka + Flink into reports/nab.json, nab.md and nab/ (a benchmark)
 	scripts/bench-nab.sh
+
+.PHONY: bench-forecast
+bench-forecast: setup ## forecaster backtest on NAB's real series vs seasonal naive and naive into reports/forecast.json, forecast.md
+	$(PY) -m training ensure --store $(ARTIFACTS) --no-progress
+	$(PY) -m training.bench_forecast --store $(ARTIFACTS)
 
 .PHONY: bench
 bench: setup ## throughput, latency and memory of the job vs a kafka-python + river loop into reports/bench.json, bench.md

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,8 +152,10 @@ class SeriesWindow:
             _slog(self.trend * 60.0 / scale),
         ]
 
-    def forecaster_rows(self) -> tuple[np.ndarray, float, float]:
-        """One feature row per horizon in ``FORECAST_HORIZONS_MIN``, plus (anchor, scale).
+    def forecaster_rows(self, horizons_min: Sequence[float] = FORECAST_HORIZONS_MIN
+                        ) -> tuple[np.ndarray, float, float]:
+        """One feature row per horizon (minutes; the job's are ``FORECAST_HORIZONS_MIN``), plus
+        (anchor, scale).
 
         The model predicts ``(x(t+h) - anchor) / scale`` for each row.
         """
@@ -160,8 +163,8 @@ class SeriesWindow:
         vol = math.sqrt(max(self.var, 0.0)) / scale
         gap = _slog((self.last - self.level) / scale)
         zr = _slog((self.last - med) / scale)
-        rows = np.empty((len(FORECAST_HORIZONS_MIN), len(FORECASTER_FEATURES)), dtype=np.float32)
-        for i, h in enumerate(FORECAST_HORIZONS_MIN):
+        rows = np.empty((len(horizons_min), len(FORECASTER_FEATURES)), dtype=np.float32)
+        for i, h in enumerate(horizons_min):
             rows[i] = (
                 gap,
                 _slog(self.trend * h / scale),
@@ -276,12 +279,13 @@ def detector_feature_rows(x: np.ndarray, med: np.ndarray, scale: np.ndarray, w: 
 
 
 @np.errstate(all="ignore")
-def forecaster_row_block(med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+def forecaster_row_block(med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray],
+                         horizons_min: Sequence[float] = FORECAST_HORIZONS_MIN) -> np.ndarray:
     """:meth:`SeriesWindow.forecaster_rows` of several series at once (their robust (median, scale)
     and fields ``var``, ``last``, ``level``, ``trend``, ``trend_long`` as arrays): (n * horizons, 6)
     float32, each series' horizons together; the anchor is ``last`` and the scale ``scale``."""
-    n, nh = len(med), len(FORECAST_HORIZONS_MIN)
-    h = np.tile(np.asarray(FORECAST_HORIZONS_MIN, dtype=np.float64), n)
+    n, nh = len(med), len(horizons_min)
+    h = np.tile(np.asarray(horizons_min, dtype=np.float64), n)
     rep = np.repeat
     sc = rep(scale, nh)
     rows = np.empty((n * nh, len(FORECASTER_FEATURES)), dtype=np.float32)

@@ -82,6 +82,13 @@ class ForecasterModel:
             out.append(one)
         return out
 
+    def halfwidth_at(self, horizons_min: Sequence[float], level: float = 0.8) -> np.ndarray:
+        """The interval half-width (in scale units) at any horizons: the calibrated ones interpolated
+        in log horizon between the trained horizons, the nearest trained one's outside them."""
+        hw = self.interval_halfwidth[f"{level:g}"]
+        return np.interp(np.log(np.asarray(horizons_min, dtype=np.float64)), np.log(np.asarray(self.horizons)),
+                         np.asarray(hw))
+
     def forecast(self, rows: np.ndarray, anchor: float, scale: float, level: float = 0.8) -> list[dict[str, Any]]:
         """One dict per horizon: ``horizon_min``, ``value`` and the ``lower``/``upper`` bounds of the
         ``level`` interval (0.8 or 0.95), in the series' own units. ``rows`` is (5, 6), one per horizon.

@@ -3,7 +3,9 @@
 * ``train``  trains, evaluates, parity-checks and publishes all four models, prints a summary
   and writes ``runs/train-<UTC>/report.md``;
 * ``ensure`` trains only if any of the four models has no version yet (``make run`` uses it);
-* ``bench``  prints per-call latencies of the latest versions (a benchmark, never a failure).
+* ``bench``  prints per-call latencies of the latest versions (a benchmark, never a failure);
+* ``backtest`` runs a rolling-origin backtest of the forecaster over a CSV of series
+  (:mod:`training.backtest`).
 
 ``train`` and ``ensure`` take the data source (``--data generator|nab|replay``), drift events
 (``--drift-topic``/``--drift-file``) and alert feedback (``--feedback-topic``/``--feedback-file``);
@@ -97,7 +99,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,ensure,bench,list,show,promote,rollback,unshadow,diff}")
+                                metavar="{train,ensure,bench,backtest,list,show,promote,rollback,unshadow,diff}")
     p = sub.add_parser("train", help="train, evaluate and publish all four models",
                        description="Train, evaluate, export, parity-check and publish all four models.")
     _common(p)
@@ -110,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure per-call latency (single thread, batch of one) of the latest versions.")
     _common(p)
     p.add_argument("-n", type=int, default=5000, help="calls per measurement (default: %(default)s)")
+    p = sub.add_parser("backtest", help="rolling-origin backtest of the forecaster on a CSV of series",
+                       description="Feed each series of a CSV through the job's series state and forecaster and "
+                                   "print sMAPE, MASE and 80%% interval coverage per horizon beside seasonal naive "
+                                   "and naive (see training/backtest.py).")
+    _common(p)
+    from training.backtest import add_arguments
+
+    add_arguments(p)
     registry_cli.add_commands(sub)
     return parser
 
@@ -273,6 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its connection chatter is not the run's news
     if args.command in registry_cli.COMMANDS:
         return registry_cli.run(args)
+    if args.command == "backtest":
+        from training.backtest import main as backtest
+
+        try:
+            return backtest(args)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "bench":
         from training.bench import measure_latencies
 
