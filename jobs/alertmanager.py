@@ -60,6 +60,12 @@ def to_alertmanager(alert: dict[str, Any], cfg: AlertmanagerConfig) -> dict[str,
         "description": description,
         "recommended_actions": "\n".join(alert.get("recommended_actions") or []),
     }
+    rules = alert["explanation"].get("rules") or []
+    if rules:  # what peak hours, a deployment or maintenance did to this alert
+        annotations["rules"] = "; ".join(f"{r['rule']}: {r['effect']}"
+                                         + (" (changed the outcome)" if r["changed_outcome"] else "") for r in rules)
+    if alert.get("deploying"):
+        annotations["deploying"] = "true"
     if cfg.runbook_url:
         annotations["runbook"] = cfg.runbook_url.format(category=alert["category"], service=s["service"],
                                                         metric=s["metric"])

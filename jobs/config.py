@@ -18,6 +18,7 @@ import yaml
 from models.config import (
     AlertConfig,
     ConfigError,
+    RulesConfig,
     ScoringConfig,
     StateConfig,
     build,
@@ -51,10 +52,11 @@ class TopicsConfig:
     feedback: str = "vigil.alert-feedback"  # in: people's verdicts on alerts (vigil.feedback/v1)
     drift: str = "vigil.drift"  # out: drift events of the per-series Page-Hinkley tests
     shadow: str = "vigil.shadow"  # out: shadow versions' answers beside production's
+    events: str = "vigil.events"  # in: deployments and maintenance (vigil.ops-event/v1) that open rule windows
 
     def __post_init__(self) -> None:
         for name in ("metrics", "alerts", "forecasts", "dead_letters", "model_updates", "model_events", "feedback",
-                     "drift", "shadow"):
+                     "drift", "shadow", "events"):
             check_str(self, name, getattr(self, name))
         if self.scores is not None:
             check_str(self, "scores", self.scores)
@@ -232,6 +234,7 @@ class VigilConfig:
     validation: ValidationConfig
     scoring: ScoringConfig
     alerts: AlertConfig
+    rules: RulesConfig
     state: StateConfig
     alertmanager: AlertmanagerConfig
 
@@ -243,6 +246,7 @@ class VigilConfig:
         "validation": ValidationConfig,
         "scoring": ScoringConfig,
         "alerts": AlertConfig,
+        "rules": RulesConfig,
         "state": StateConfig,
         "alertmanager": AlertmanagerConfig,
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs.config import VigilConfig
 from models.pipeline import ModelBundle
-from models.shard import FEEDBACK, METRIC, BatchResult, ShardLogic, ShardState, SweepResult
+from models.shard import FEEDBACK, METRIC, OPS, BatchResult, ShardLogic, ShardState, SweepResult
 from udfs.parse import DeadLetter
 
 
@@ -43,7 +43,7 @@ class InProcessJob:
     def __post_init__(self) -> None:
         self.logic = ShardLogic(self.cfg.scoring, self.cfg.alerts, self.models, self.context,
                                 self.cfg.validation.limits(), self.cfg.job.out_of_orderness_ms, keep_scored=True,
-                                state=self.cfg.state)
+                                state=self.cfg.state, rules=self.cfg.rules)
         self.state = ShardState(self.series_state.get, self.entity_state.get, self.series_state.items,
                                 self.entity_state.items)
         self._offset = 0
@@ -91,6 +91,10 @@ class InProcessJob:
     def feed_feedback(self, payload: bytes, now_ms: int = 0) -> None:
         """One record of the alert-feedback topic: to the series' state, then the service's."""
         self.feed_batch([payload], now_ms, [FEEDBACK])
+
+    def feed_ops_event(self, payload: bytes, now_ms: int = 0) -> None:
+        """One record of the events topic (a deployment or maintenance window) to its service's state."""
+        self.feed_batch([payload], now_ms, [OPS])
 
     def run(self, payloads: Iterable[bytes], now_ms: int, batch_size: int = 256) -> InProcessJob:
         """Every payload, in batches of ``batch_size`` (the outputs do not depend on it)."""

@@ -209,7 +209,7 @@ def shard_batches(cfg: VigilConfig, raw: DataStream) -> KeyedStream:
 
 def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, DataStream]:
     """The job graph from raw rows ``(kind, payload bytes, partition, offset)`` (kind 0: a metric record,
-    1: an alert-feedback verdict) and model-update rows ``(payload bytes,)`` to the streams ``alerts``,
+    1: an alert-feedback verdict, 2: a deployment or maintenance event) and model-update rows ``(payload bytes,)`` to the streams ``alerts``,
     ``forecasts``, ``dead_letters``, ``scores`` (flowing only when ``kafka.topics.scores`` is set),
     ``drift``, ``shadow`` and ``model_events``.
 
@@ -221,8 +221,8 @@ def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, Da
         .connect(updates.broadcast(MODEL_VERSIONS))
         .process(ScoreShard(cfg.scoring, cfg.alerts, cfg.validation.limits(), cfg.job.out_of_orderness_ms,
                             str(cfg.registry.path()), cfg.redis.url, cfg.redis.refresh_s,
-                            (k.topics.metrics, k.topics.feedback), emit_scores=k.topics.scores is not None,
-                            state=cfg.state),
+                            (k.topics.metrics, k.topics.feedback, k.topics.events),
+                            emit_scores=k.topics.scores is not None, state=cfg.state, rules=cfg.rules),
                  output_type=Types.STRING())
         .name("score-shard").uid("score-shard")
     )
@@ -251,6 +251,7 @@ def build(cfg: VigilConfig, bounded: bool = False, restore: str | None = None) -
     if not k.client_properties():  # with security options the topics are the cluster admins' to create
         ensure_compacted_topic(k.bootstrap_servers, k.topics.model_updates)
         ensure_topic(k.bootstrap_servers, k.topics.feedback)
+        ensure_topic(k.bootstrap_servers, k.topics.events)
     t_env.execute_sql(_kafka_table("vigil_metrics_raw", k.topics.metrics, k.group_id, _STARTUP[k.startup], bounded,
                                    cfg, "payload BYTES, `partition` INT METADATA VIRTUAL, "
                                         "`offset` BIGINT METADATA VIRTUAL"))
@@ -259,9 +260,14 @@ def build(cfg: VigilConfig, bounded: bool = False, restore: str | None = None) -
     t_env.execute_sql(_kafka_table("vigil_feedback_raw", k.topics.feedback, f"{k.group_id}-feedback",
                                    _STARTUP[k.startup], bounded, cfg,
                                    "payload BYTES, `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL"))
-    # one source stream for both inputs, told apart by kind: metric records (0) and verdicts (1)
+    t_env.execute_sql(_kafka_table("vigil_events_raw", k.topics.events, f"{k.group_id}-events",
+                                   _STARTUP[k.startup], bounded, cfg,
+                                   "payload BYTES, `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL"))
+    # one source stream for the three inputs, told apart by kind: metric records (0), verdicts (1) and
+    # deployment / maintenance events (2)
     raw = t_env.sql_query("SELECT 0 AS kind, payload, `partition`, `offset` FROM vigil_metrics_raw UNION ALL "
-                          "SELECT 1 AS kind, payload, `partition`, `offset` FROM vigil_feedback_raw")
+                          "SELECT 1 AS kind, payload, `partition`, `offset` FROM vigil_feedback_raw UNION ALL "
+                          "SELECT 2 AS kind, payload, `partition`, `offset` FROM vigil_events_raw")
     out = wire(cfg, t_env.to_data_stream(raw), t_env.to_data_stream(t_env.from_path("vigil_model_updates")))
     for name, topic in (("alerts", k.topics.alerts), ("forecasts", k.topics.forecasts),
                         ("dead_letters", k.topics.dead_letters), ("model_events", k.topics.model_events),

@@ -185,6 +185,101 @@ class AlertConfig:
         check_positive_int(self, "max_related", self.max_related)
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class WeeklyHours:
+    """Hours of chosen weekdays in a time zone, for some services or all: ``hours`` is ``[start, end)``
+    in local hours 0-24 (start > end wraps past midnight, into the next day)."""
+
+    services: tuple[str, ...] = ()  # empty: every service
+    timezone: str = "UTC"
+    days: tuple[str, ...] = DAYS
+    hours: tuple[int, int] = (0, 24)
+
+    def __post_init__(self) -> None:
+        for name in ("services", "days", "hours"):
+            v = getattr(self, name)
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"The '{name}' parameter of {_name(self)} must be a list. Got {v!r}.")
+            object.__setattr__(self, name, tuple(v))
+        for s in self.services:
+            check_str(self, "services[]", s)
+        for d in self.days:
+            check_choice(self, "days[]", d, DAYS)
+        if not self.days:
+            raise ConfigError(f"The 'days' parameter of {_name(self)} must name at least one day. Got [].")
+        if len(self.hours) != 2:
+            raise ConfigError(f"The 'hours' parameter of {_name(self)} must be [start, end]. Got {list(self.hours)!r}.")
+        check_positive_int(self, "hours[0]", self.hours[0], allow_zero=True)
+        check_positive_int(self, "hours[1]", self.hours[1], allow_zero=True)
+        if self.hours[0] > 23 or self.hours[1] > 24 or self.hours[0] == self.hours[1]:
+            raise ConfigError(f"The 'hours' parameter of {_name(self)} must be [start, end] with 0 <= start <= 23, "
+                              f"end <= 24 and start != end. Got {list(self.hours)!r}.")
+        try:
+            from zoneinfo import ZoneInfo
+            ZoneInfo(self.timezone)
+        except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError on a malformed key
+            raise ConfigError(f"The 'timezone' parameter of {_name(self)} must be an IANA time zone such as "
+                              f"'Europe/Stockholm'. Got {self.timezone!r}.") from None
+
+
+@dataclass(frozen=True)
+class PeakHours(WeeklyHours):
+    """Hours in which a service's bar is more (or less) sensitive: the margin between a series' usual
+    score and its bar is divided by ``sensitivity`` (2.0 halves it; 0.5 doubles it)."""
+
+    sensitivity: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number(self, "sensitivity", self.sensitivity, 0.01, 100.0)
+
+
+@dataclass(frozen=True)
+class MaintenanceHours(WeeklyHours):
+    """A recurring maintenance window: alerts of its services are suppressed, and say why."""
+
+    reason: str = "scheduled maintenance"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_str(self, "reason", self.reason)
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Business rules (:mod:`models.rules`): peak hours, deployment and maintenance windows.
+
+    Windows also open at run time: a ``deploy`` or ``maintenance`` event on the events topic
+    (``vigil.ops-event/v1``), or the ``deploy_until`` / ``maintenance_until`` fields of a service's
+    Redis hash. During a deployment the margin of the service's bars is divided by ``deploy_sensitivity``
+    and its alerts are marked ``deploying``; a service keeps its latest ``max_windows`` windows.
+    """
+
+    peak_hours: tuple[PeakHours, ...] = ()
+    maintenance: tuple[MaintenanceHours, ...] = ()
+    deploy_sensitivity: float = 2.0
+    max_windows: int = 16
+
+    def __post_init__(self) -> None:
+        for name, cls in (("peak_hours", PeakHours), ("maintenance", MaintenanceHours)):
+            v = getattr(self, name)
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"The '{name}' parameter of RulesConfig must be a list of mappings. Got {v!r}.")
+            items = []
+            for i, item in enumerate(v):
+                if isinstance(item, dict):
+                    item = build(cls, item, f"rules.{name}[{i}]")
+                elif not isinstance(item, cls):
+                    raise ConfigError(f"Item {i} of 'rules.{name}' must be a mapping. Got {item!r}.")
+                items.append(item)
+            object.__setattr__(self, name, tuple(items))
+        check_number(self, "deploy_sensitivity", self.deploy_sensitivity, 0.01, 100.0)
+        check_positive_int(self, "max_windows", self.max_windows)
+
+
 @dataclass(frozen=True)
 class StateConfig:
     """How keyed state stays bounded (quiet time is event time: the shard's latest event time).

@@ -53,6 +53,7 @@ from models.features import (
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
+from models.rules import NONE, Effects, Window, lowered
 from models.season import SeasonalContext
 from models.surprise import SurpriseState, surprise_round
 from udfs.parse import Feedback, split_series_key
@@ -62,7 +63,7 @@ FORECAST_SCHEMA = "vigil.forecast/v1"
 DRIFT_SCHEMA = "vigil.drift/v1"
 SHADOW_SCHEMA = "vigil.shadow/v1"
 SERIES_STATE = "series_state/v5"
-ENTITY_STATE = "entity_state/v3"
+ENTITY_STATE = "entity_state/v4"
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 RELATED_WINDOW_MS = 5 * 60_000
@@ -98,6 +99,11 @@ class ModelBundle:
 
     def versions(self) -> dict[str, str]:
         return {n: getattr(self, n).version for n in MODEL_NAMES if getattr(self, n) is not None}
+
+    def served(self) -> list[tuple[str, str, str]]:
+        """``(model, version, alias)`` of every version scoring now, production and shadow."""
+        return ([(n, v, "production") for n, v in self.versions().items()]
+                + [(n, m.version, "shadow") for n, m in sorted(self.shadow.items())])
 
     def swap(self, root: str | Path, name: str, version: str | None, alias: str = "production") -> str | None:
         """Load and verify ``version`` of model ``name``, then serve it as ``alias``; return the version
@@ -150,6 +156,8 @@ class Scored(NamedTuple):
     limit: float | None
     versions: tuple[str, str]  # detector, forecaster
     evidence: float = 0.0  # the detector's own score, before the series' surprise (models.surprise)
+    effects: Effects = NONE  # the business rules that applied to the sample (models.rules)
+    base_threshold: float | None = None  # the bar before the rules moved it (None: they did not)
 
 
 @dataclass
@@ -284,7 +292,8 @@ class SeriesLogic:
         return st, scored[0], side[0]
 
     def on_round(self, states: list[SeriesState], events: list[Any], entity_tag: str,
-                 now_ms: int | None = None) -> tuple[list[Scored], list[list[tuple[str, str]]]]:
+                 now_ms: int | None = None, effects: list[Effects] | None = None
+                 ) -> tuple[list[Scored], list[list[tuple[str, str]]]]:
         """Fold one event of each of several different series into their states (updated in place).
 
         A round holds at most one event per series, so its events are independent: the detector and
@@ -292,7 +301,8 @@ class SeriesLogic:
         the scored sample and its side records as ``(kind, JSON)`` pairs: ``"forecast"`` (every
         ``forecast_every`` samples), ``"drift"`` (a drift test fired) and ``"shadow"`` (a shadow
         version's answer beside production's). The result does not depend on how events are cut
-        into rounds, as long as each series' events come in order.
+        into rounds, as long as each series' events come in order. ``effects``, per event, are the
+        business rules that apply to it (:mod:`models.rules`): their sensitivity moves the bar.
         """
         m = self.models
         det_m, fc_m = m.detector, m.forecaster
@@ -326,6 +336,7 @@ class SeriesLogic:
         score_of: dict[int, float] = {}
         evidence_of: dict[int, float] = {}
         thr_of: dict[int, float] = {}
+        base_of: dict[int, float] = {}
         trig = [""] * n
         if warm:
             # a young series (and every series while the surprise is off) is scored as the detector
@@ -346,10 +357,18 @@ class SeriesLogic:
                 scores = np.where(learned, surprise_round(sup_states, evidence, values, sup_cfg, True, prior),
                                   evidence).tolist()
                 bars = [sup_cfg.alert_at if ok else b for ok, b in zip(learned.tolist(), bars, strict=True)]
+                surprised = learned.tolist()
+            else:
+                surprised = None
             for j, (i, score, raw) in enumerate(zip(warm, scores, raws, strict=True)):
                 st, ev = states[i], events[i]
                 score_of[i], evidence_of[i] = score, raw
                 thr = thr_of[i] = self.threshold(st, ev.series, bars[j])
+                if effects is not None and effects[i].sensitivity != 1.0:
+                    base_of[i] = thr
+                    # relative to the series' usual score: its detector's running mean, 0 for a surprise
+                    usual = 0.0 if (surprised is not None and surprised[j]) else adaptive[j].mean
+                    thr = thr_of[i] = lowered(thr, effects[i].sensitivity, usual)
                 adaptive[j].update(raw)
                 st.threshold = adaptive[j].to_tuple()
                 if score >= thr:
@@ -439,7 +458,8 @@ class SeriesLogic:
             out.append(Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x,
                               score_of.get(i, 0.0), thr_of.get(i, 1.0), trigger,
                               tuple(det) if det is not None else None, rob[0] if rob else x, forecast, ttb, limit,
-                              (det_m.version, fc_m.version), evidence_of.get(i, 0.0)))
+                              (det_m.version, fc_m.version), evidence_of.get(i, 0.0),
+                              NONE if effects is None else effects[i], base_of.get(i)))
         return out, sides
 
     def on_feedback(self, state: SeriesState | None, fb: Feedback) -> SeriesState:
@@ -509,7 +529,7 @@ class Candidate(NamedTuple):
 
 
 class EntityState:
-    """Per-service state (state name ``entity_state/v3``), in an explicit binary layout.
+    """Per-service state (state name ``entity_state/v4``), in an explicit binary layout.
 
     It is read and written on every record, so its encoding is most of what the entity operator
     costs: the numbers are packed arrays (entities x ``ENTITY_METRICS`` latest values, entities x 5
@@ -517,13 +537,16 @@ class EntityState:
     candidates, open alert ``groups``, ``feedback`` verdict weights) are a JSON tail that is decoded
     only when the logic touches them (on a candidate or a verdict) and otherwise copied through as
     bytes. v3 added ``last_ts_ms``, the latest event time of a sample folded in (what says the
-    service has gone quiet). v2 and v1 (all JSON) are still read (``last_ts_ms`` from the latest
-    cluster evaluation): a restored state migrates on its first write.
+    service has gone quiet); v4 the service's rule ``windows`` (deployments and maintenance from the
+    events topic, :mod:`models.rules`), a small JSON part read on every decode. v3, v2 and v1 (all
+    JSON) are still read (no windows; ``last_ts_ms`` of v2 and v1 from the latest cluster
+    evaluation): a restored state migrates on its first write.
     """
 
-    _HEAD = struct.Struct("<BHHBHq")  # version, entities, k, d, bytes of names, last_ts_ms
+    _HEAD = struct.Struct("<BHHBHqH")  # version, entities, k, d, bytes of names, last_ts_ms, bytes of windows
+    _HEAD_V3 = struct.Struct("<BHHBHq")
     _HEAD_V2 = struct.Struct("<BHHBH")
-    VERSION = 3
+    VERSION = 4
     _NM = len(ENTITY_METRICS)
     _COLD = ("recent", "groups", "feedback")
 
@@ -531,8 +554,9 @@ class EntityState:
                  clusters: dict[str, list[float]] | None = None, centroids: np.ndarray | None = None,
                  centroids_of: str | None = None, recent: list[list[Any]] | None = None,
                  groups: dict[str, dict[str, Any]] | None = None, feedback: dict[str, list[float]] | None = None,
-                 tail: bytes | None = None, last_ts_ms: int = NEVER_MS) -> None:
+                 tail: bytes | None = None, last_ts_ms: int = NEVER_MS, windows: list[Window] | None = None) -> None:
         self.last_ts_ms = last_ts_ms  # the latest event time of a sample folded in
+        self.windows = windows if windows is not None else []  # open rule windows, by start
         self.latest = latest if latest is not None else {}
         self.clusters = clusters if clusters is not None else {}  # entity -> [eval_ts, cid, dist, outlier, streak]
         self.centroids = centroids  # (k, d) float32, adapted online
@@ -543,7 +567,7 @@ class EntityState:
             self._cold = {"recent": recent or [], "groups": groups or {}, "feedback": feedback or {}}
 
     def forget(self) -> None:
-        """Become the state of a service never seen."""
+        """Become the state of a service never seen, but for its rule windows (announced, not learned)."""
         self.latest, self.clusters, self.centroids, self.centroids_of = {}, {}, None, None
         self._tail, self._cold = None, {"recent": [], "groups": {}, "feedback": {}}
         self.last_ts_ms = NEVER_MS
@@ -603,15 +627,16 @@ class EntityState:
         of_b = (self.centroids_of or "").encode()
         cents = b"" if self.centroids is None else np.ascontiguousarray(self.centroids, dtype=np.float32).tobytes()
         k, d = (0, 0) if self.centroids is None else self.centroids.shape
+        win_b = json.dumps([list(w) for w in self.windows], separators=(",", ":")).encode() if self.windows else b""
         tail = self._tail
         if tail is None:
             cold = self._cold
             tail = json.dumps([cold["recent"], cold["groups"], cold["feedback"]], separators=(",", ":")).encode() \
                 if (cold["recent"] or cold["groups"] or cold["feedback"]) else b""
         return b"".join((
-            self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b), self.last_ts_ms), name_b,
+            self._HEAD.pack(self.VERSION, len(names), k, d, len(name_b), self.last_ts_ms, len(win_b)), name_b,
             struct.pack("<B", len(of_b)), of_b,
-            struct.pack(f"<{len(lat) + len(clu)}d", *lat, *clu), cents, tail,
+            struct.pack(f"<{len(lat) + len(clu)}d", *lat, *clu), cents, win_b, tail,
         ))
 
     @classmethod
@@ -619,9 +644,13 @@ class EntityState:
         if data[:1] == b"{":
             return cls._from_v1(data)
         ver = data[0]
+        nw = 0
         if ver == cls.VERSION:
-            _, n, k, d, nb, last_ts = cls._HEAD.unpack_from(data)
+            _, n, k, d, nb, last_ts, nw = cls._HEAD.unpack_from(data)
             pos = cls._HEAD.size
+        elif ver == 3:
+            _, n, k, d, nb, last_ts = cls._HEAD_V3.unpack_from(data)
+            pos = cls._HEAD_V3.size
         elif ver == 2:
             _, n, k, d, nb = cls._HEAD_V2.unpack_from(data)
             last_ts, pos = None, cls._HEAD_V2.size
@@ -648,9 +677,11 @@ class EntityState:
         if k:
             cents = np.frombuffer(data, dtype=np.float32, count=k * d, offset=pos).reshape(k, d).copy()
             pos += 4 * k * d
+        windows = [Window(*w) for w in json.loads(bytes(data[pos:pos + nw]))] if nw else []
+        pos += nw
         if last_ts is None:
             last_ts = int(max((c[0] for c in clusters.values()), default=NEVER_MS))
-        return cls(latest, clusters, cents, of, tail=bytes(data[pos:]), last_ts_ms=last_ts)
+        return cls(latest, clusters, cents, of, tail=bytes(data[pos:]), last_ts_ms=last_ts, windows=windows)
 
     @classmethod
     def _from_v1(cls, data: bytes) -> EntityState:
@@ -799,9 +830,11 @@ class EntityLogic:
         ``resolved`` alerts to emit. Nothing it drops could still change an output: the logic treats
         all of it as absent already."""
         resolved = self.close_quiet(st, clock_ms, now_ms) if st.has_cold() else []
-        if clock_ms - st.last_ts_ms > self.ttl_ms:
+        windows = [w for w in st.windows if w.end_ms > clock_ms]  # a window still to come keeps the service
+        if clock_ms - st.last_ts_ms > self.ttl_ms and not windows:
             return "gone", resolved
-        changed = bool(resolved)
+        changed = bool(resolved) or len(windows) != len(st.windows)
+        st.windows = windows
         for e in [e for e, c in st.clusters.items() if clock_ms - c[0] > self.ttl_ms]:
             st.drop_peer(e)
             changed = True
@@ -862,7 +895,9 @@ class EntityLogic:
             severity = "high" if score >= 0.97 else "medium"
         else:
             severity = m.detector.severity(score, threshold)
-        suppressed = fp >= self.alerts.suppress_fp_above
+        likely_false = fp >= self.alerts.suppress_fp_above
+        eff = s.effects
+        suppressed = likely_false or eff.maintenance is not None
 
         out = self.close_quiet(st, s.ts_ms, now_ms)  # this category's group too, if it has gone quiet
         group = st.groups.get(category)
@@ -873,12 +908,13 @@ class EntityLogic:
                 group["related"].append(s.series)
             escalate = SEVERITY_RANK[severity] > SEVERITY_RANK[group["severity"]]
             reopen = group["suppressed"] and not suppressed
-            if not (escalate or reopen):
+            mute = eff.maintenance is not None and not group["suppressed"]  # a window began: silence it
+            if not (escalate or reopen or mute):
                 return out
             group["revision"] += 1
             group["severity"] = max(severity, group["severity"], key=SEVERITY_RANK.__getitem__)
             group["suppressed"] = suppressed
-            status = "escalated" if escalate else "open"
+            status = "suppressed" if eff.maintenance is not None else ("escalated" if escalate else "open")
         else:
             fingerprint = hashlib.sha1(f"{s.service}|{category}".encode()).hexdigest()[:16]
             alert_id = hashlib.sha1(f"{fingerprint}|{s.ts_ms}".encode()).hexdigest()[:20]
@@ -932,7 +968,11 @@ class EntityLogic:
             "explanation": {
                 "top_features": [{"feature": f, "deviation_iqr": round(v, 3)} for f, v in explanation],
                 "summary": _summary(s, trigger, explanation, cluster),
+                "rules": _rule_notes(s, trigger, score, likely_false),
             },
+            "suppressed_by": ([*(["false_positive_probability"] if likely_false else []),
+                               *(["maintenance"] if eff.maintenance is not None else [])]),
+            "deploying": eff.deploy is not None,
             "recommended_actions": recommended_actions(category, s.metric, s.service, s.entity, trigger,
                                                        s.time_to_breach_s, s.limit, len(related)),
             "related_series": group["related"],
@@ -941,6 +981,22 @@ class EntityLogic:
         }
         group["alert"] = alert  # what the "resolved" revision will repeat
         return out + [json.dumps(alert, separators=(",", ":"))]
+
+
+def _rule_notes(s: Scored, trigger: str, score: float, likely_false: bool) -> list[dict[str, Any]]:
+    """The business rules that applied to the alert's sample, and whether each changed the outcome:
+    a lowered bar when the score cleared only the lowered one, maintenance when it alone suppressed."""
+    eff = s.effects
+    if eff is NONE:
+        return []
+    by_bar = trigger == "detector" and s.base_threshold is not None and score < s.base_threshold
+    out = []
+    for rule, effect in eff.notes():
+        changed = by_bar if rule in ("peak_hours", "deploy") else not likely_false
+        if by_bar and rule in ("peak_hours", "deploy"):
+            effect += f" (bar {s.base_threshold:.4f} -> {s.threshold:.4f})"
+        out.append({"rule": rule, "effect": effect, "changed_outcome": changed})
+    return out
 
 
 def _top(cls: dict[str, Any]) -> dict[str, Any]:

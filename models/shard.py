@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import AlertConfig, ScoringConfig, StateConfig
+from models.config import AlertConfig, RulesConfig, ScoringConfig, StateConfig
 from models.pipeline import (
     NEVER_MS,
     EntityLogic,
@@ -46,9 +46,19 @@ from models.pipeline import (
     SeriesState,
     score_json,
 )
-from udfs.parse import DeadLetter, Feedback, MetricEvent, ParseLimits, parse, parse_feedback, split_series_key
+from models.rules import NONE, Effects, Rules, fold_window
+from udfs.parse import (
+    DeadLetter,
+    Feedback,
+    MetricEvent,
+    ParseLimits,
+    parse,
+    parse_feedback,
+    parse_ops_event,
+    split_series_key,
+)
 
-METRIC, FEEDBACK = 0, 1  # record kinds in a batch (the JVM batcher's ``kind`` column)
+METRIC, FEEDBACK, OPS = 0, 1, 2  # record kinds in a batch (the JVM batcher's ``kind`` column)
 
 
 @dataclass
@@ -147,6 +157,7 @@ class BatchResult:
     # (refusal, raw payload, kind, partition, offset)
     dead_letters: list[tuple[DeadLetter, bytes, int, int, int]] = field(default_factory=list)
     events: int = 0  # valid metric events
+    windows: int = 0  # deployment and maintenance windows folded in (events-topic records)
     skipped: Counter[str] = field(default_factory=Counter)  # left out of records, by udfs.parse.SKIP_REASONS
     shapes: Counter[str] = field(default_factory=Counter)  # metric records by udfs.parse.SHAPES
     clock_ms: int = NEVER_MS  # the shard's latest event time after the batch
@@ -177,8 +188,11 @@ class ShardLogic:
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, models: ModelBundle,
                  context: Callable[[str], dict[str, Any]], limits: ParseLimits, out_of_orderness_ms: int,
-                 emit_scores: bool = False, keep_scored: bool = False, state: StateConfig | None = None) -> None:
+                 emit_scores: bool = False, keep_scored: bool = False, state: StateConfig | None = None,
+                 rules: RulesConfig | None = None) -> None:
         self.scoring = scoring
+        self.rules = Rules(rules or RulesConfig())
+        self.context = context
         self.state_cfg = state or StateConfig()
         self.ttl_ms = self.state_cfg.series_ttl_s * 1000
         self.limits = limits
@@ -200,6 +214,17 @@ class ShardLogic:
         dead: list[tuple[int, tuple[DeadLetter, bytes, int, int, int]]] = []
         for pos, kind in enumerate(kinds):
             payload = payloads[pos]
+            if kind == OPS:  # a window opens before anything of the batch is scored: it is judged by event time
+                win = parse_ops_event(payload, self.limits.max_bytes)
+                if isinstance(win, DeadLetter):
+                    dead.append((pos, (win, payload, kind, partitions[pos], offsets[pos])))
+                    continue
+                st = state.get_entity(win.service)
+                st.windows = fold_window(st.windows, win.kind, win.start_ms, win.end_ms, win.reason,
+                                         self.rules.cfg.max_windows, state.clock_ms)
+                state.dirty_entities.add(win.service)
+                res.windows += 1
+                continue
             if kind == FEEDBACK:
                 fb = parse_feedback(payload, self.limits.max_bytes)
                 if isinstance(fb, DeadLetter):
@@ -297,13 +322,24 @@ class ShardLogic:
             its.append(it)
         if not evs:
             return
-        scored, sides = self.series.on_round(sts, evs, self.scoring.entity_tag, now_ms)
+        scored, sides = self.series.on_round(sts, evs, self.scoring.entity_tag, now_ms, self._effects(state, evs))
         res.events += len(evs)
         for it, s, side in zip(its, scored, sides, strict=True):
             it.scored = s
             it.side = side
             state.dirty_series.add(s.series)
 
+
+    def _effects(self, state: ShardState, evs: list[MetricEvent]) -> list[Effects] | None:
+        """The business rules that apply to each event (None: none applies to any)."""
+        out = []
+        any_rule = False
+        of = self.rules.effects
+        for ev in evs:
+            e = of(ev.service, ev.ts_ms, state.get_entity(ev.service).windows, self.context(ev.service))
+            any_rule = any_rule or e is not NONE
+            out.append(e)
+        return out if any_rule else None
 
     def sweep(self, state: ShardState, now_ms: int) -> SweepResult:
         """Delete what has gone quiet by the shard's clock (see the module's docstring); the caller removes

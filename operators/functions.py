@@ -20,10 +20,10 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
-from models.config import AlertConfig, ScoringConfig, StateConfig
+from models.config import AlertConfig, RulesConfig, ScoringConfig, StateConfig
 from models.context import ContextCache, connect
 from models.pipeline import ModelBundle
-from models.shard import FEEDBACK, ShardLogic, ShardState
+from models.shard import ShardLogic, ShardState
 from operators.metrics import JobMetrics
 from operators.stats import instrumented
 from udfs.parse import DeadLetter, ParseLimits, parse_model_update
@@ -140,9 +140,10 @@ class ScoreShard(HotSwap):
     operator_name = "score-shard"
 
     def __init__(self, scoring: ScoringConfig, alerts: AlertConfig, limits: ParseLimits, out_of_orderness_ms: int,
-                 registry_root: str, redis_url: str, refresh_s: int, topics: tuple[str, str],
-                 emit_scores: bool = False, state: StateConfig | None = None) -> None:
+                 registry_root: str, redis_url: str, refresh_s: int, topics: tuple[str, str, str],
+                 emit_scores: bool = False, state: StateConfig | None = None, rules: RulesConfig | None = None) -> None:
         self.state_cfg = state or StateConfig()
+        self.rules = rules or RulesConfig()
         self.scoring = scoring
         self.alerts = alerts
         self.limits = limits
@@ -150,7 +151,7 @@ class ScoreShard(HotSwap):
         self.registry_root = registry_root
         self.redis_url = redis_url
         self.refresh_s = refresh_s
-        self.topics = topics  # (metrics topic, feedback topic): the sources named in dead letters
+        self.topics = topics  # (metrics, feedback, events) topics by record kind: the sources named in dead letters
         self.emit_scores = emit_scores
 
     @staticmethod
@@ -169,7 +170,7 @@ class ScoreShard(HotSwap):
         self.context.refresh()
         self.logic = ShardLogic(self.scoring, self.alerts, ModelBundle.load(self.registry_root, client),
                                 self.context, self.limits, self.out_of_orderness_ms, emit_scores=self.emit_scores,
-                                state=self.state_cfg)
+                                state=self.state_cfg, rules=self.rules)
         self.shards: dict[object, ShardState] = {}
         self.versions_restored = False
         self.metrics = JobMetrics(ctx.get_metrics_group())
@@ -239,6 +240,7 @@ class ScoreShard(HotSwap):
         res = self.logic.on_batch(st, kinds, payloads, partitions, offsets, now)
         self._write_through(st)
         self.metrics.on_batch(res, len(kinds), now)
+        self.metrics.on_models(self.logic.models.served())
         yield from res.alerts
         for f in res.forecasts:
             yield FORECASTS, f
@@ -249,7 +251,7 @@ class ScoreShard(HotSwap):
         for r in res.scores:
             yield SCORES, r
         for dl, payload, kind, partition, offset in res.dead_letters:
-            yield DEAD_LETTERS, dl.to_json(payload, self.topics[kind == FEEDBACK], partition, offset, now)
+            yield DEAD_LETTERS, dl.to_json(payload, self.topics[kind], partition, offset, now)
 
 
 def _redis_or_none(url: str):

@@ -67,6 +67,20 @@ class JobMetrics:
         # the JVM (SIGSEGV in pemja's PyObject.invokeMethod) when a scrape met a running batch.
         self.event_clock = g.counter("event_clock_ms")
         self.clock_ms = 0
+        # batches scored per model version: ``rate(...) > 0`` names the versions in service. A counter
+        # per (model, version, alias), registered when a version is first served (hot swaps add them)
+        self.group = g
+        self.served: dict[tuple[str, str, str], Any] = {}
+
+    def on_models(self, served: Sequence[tuple[str, str, str]]) -> None:
+        """One batch scored by each ``(model, version, alias)`` in ``served``."""
+        for key in served:
+            c = self.served.get(key)
+            if c is None:
+                model, version, alias = key
+                c = self.served[key] = (self.group.add_group("model", model).add_group("version", version)
+                                        .add_group("alias", alias).counter("served_batches"))
+            c.inc()
 
     def on_batch(self, res: Any, records: int, now_ms: int) -> None:
         self.batch.observe(records)

@@ -809,6 +809,73 @@ def parse_feedback(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX_
         return _unparseable(exc)
 
 
+OPS_EVENT_SCHEMA = "vigil.ops-event/v1"
+OPS_KINDS = ("deploy", "maintenance")
+MAX_WINDOW_S = 7 * 86400  # a window longer than a week is a mistake, not a plan
+
+
+class OpsEvent(NamedTuple):
+    """A deployment or maintenance window of one service (``vigil.ops-event/v1``), in event time."""
+
+    kind: str  # one of OPS_KINDS
+    service: str
+    start_ms: int
+    end_ms: int
+    reason: str
+    by: str
+
+
+def parse_ops_event(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX_DEPTH) -> OpsEvent | DeadLetter:
+    """Parse one record of the events topic, or say exactly why not. Never raises.
+
+    ``{"kind": "deploy" | "maintenance", "service", "at", "duration_s"}``, with ``reason`` and ``by``
+    optional and ``schema`` (``vigil.ops-event/v1``) optional; other fields (a version, a commit)
+    are left alone. ``at`` is when the window opens (epoch or ISO-8601 with a zone), ``duration_s``
+    how long it lasts (up to a week; 0 closes the service's open window of that kind at ``at``).
+
+    >>> parse_ops_event(b'{"kind":"deploy","service":"search","at":"2026-12-03T10:00:00Z","duration_s":900,'
+    ...                 b'"version":"1.4.2","by":"argo"}')
+    OpsEvent(kind='deploy', service='search', start_ms=1796292000000, end_ms=1796292900000, reason='', by='argo')
+    >>> parse_ops_event(b'{"kind":"reboot","service":"search","at":1,"duration_s":60}').reason
+    'invalid_value'
+    """
+    try:
+        obj = _json_object(payload, max_bytes, max_depth)
+        schema = obj.get("schema", OPS_EVENT_SCHEMA)
+        if schema != OPS_EVENT_SCHEMA:
+            raise _Bad("invalid_value", f"field 'schema' must be '{OPS_EVENT_SCHEMA}'; got {str(schema)[:40]!r}")
+        kind = _str_field(obj, "kind")
+        if kind not in OPS_KINDS:
+            raise _Bad("invalid_value", f"field 'kind' must be one of {list(OPS_KINDS)}; got {kind[:40]!r}")
+        service = _str_field(obj, "service")
+        if "at" not in obj:
+            raise _Bad("missing_field", "field 'at' is missing (when the window opens)")
+        try:
+            start = _timestamp(obj["at"])
+        except _Bad as bad:
+            raise _Bad(bad.reason, bad.detail.replace("'timestamp'", "'at'")) from None
+        if not _TS_MIN_MS <= start <= _TS_MAX_MS:
+            raise _Bad("timestamp_out_of_range", f"field 'at' is {start} ms, outside 1970 to 9999")
+        if "duration_s" not in obj:
+            raise _Bad("missing_field", "field 'duration_s' is missing (how long the window lasts)")
+        duration = _number(obj["duration_s"], "duration_s", allow_str=False)
+        if not 0 <= duration <= MAX_WINDOW_S:
+            raise _Bad("invalid_value", f"field 'duration_s' must be 0 to {MAX_WINDOW_S} (a week); got {duration:g}")
+        texts = []
+        for name in ("reason", "by"):
+            v = obj.get(name, "")
+            if not isinstance(v, str):
+                raise _Bad("wrong_type", f"field '{name}' must be a string; got {type(v).__name__}")
+            if not _is_text(v):
+                raise _Bad("invalid_value", f"field '{name}' holds a lone surrogate, which is not text")
+            texts.append(v[:MAX_NAME])
+        return OpsEvent(kind, service, start, start + int(duration * 1000), texts[0], texts[1])
+    except _Bad as bad:
+        return DeadLetter(bad.reason, bad.detail)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a record must never fail the task
+        return _unparseable(exc)
+
+
 class ModelUpdate(NamedTuple):
     """An instruction of the model-updates topic: serve ``version`` of ``model`` as ``alias``
     (``version`` None: stop shadowing)."""

@@ -12,7 +12,7 @@ from kafka.admin import NewTopic
 
 from jobs.config import DEFAULT_CONFIG
 
-TOPICS = ("metrics", "alerts", "forecasts", "dead_letters", "model_events", "feedback", "drift", "shadow")
+TOPICS = ("metrics", "alerts", "forecasts", "dead_letters", "model_events", "feedback", "drift", "shadow", "events")
 
 
 def job_config(tmp: Path, prefix: str, bootstrap: str, redis_url: str, store: Path, **sections) -> Path:

@@ -14,6 +14,7 @@ from jobs.launch import start_job, stop_job
 from models.artifact import ArtifactStore, content_version
 from models.context import connect, seed
 from models.registry import Registry, kafka_publisher
+from tests.contracts import check_all
 from tests.integration.kafka_helpers import job_config, produce, read_all, wait_for
 from training.shadow import live_diff
 from training.simulate import SERVICES, generate
@@ -56,6 +57,7 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
 
         # the shadow scored the same inputs beside production, and `diff --live` sums that up
         shadow = wait_for(lambda: read_all(kafka_bootstrap, f"{topic_prefix}.shadow", committed=False), 60)
+        check_all("shadow", shadow)
         d = live_diff(shadow, "detector", v1["detector"], v2["detector"])
         assert d["inputs"] > 100 and d["inputs"] == sum(1 for r in shadow if r["model"] == "detector")
         assert 0.0 < d["mean_abs_score_diff"] < 1.0 and 0.0 <= d["alert_agreement"] <= 1.0
@@ -93,6 +95,7 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         evs = wait_for(events_seen, 120)
         assert evs, [(e["model"], e["version"], e["status"], e["detail"][:120])
                      for e in read_all(kafka_bootstrap, f"{topic_prefix}.model_events", committed=False)]
+        check_all("model-event", evs)
         refused = [e for e in evs if e["status"] == "refused"]
         corrupted = [e for e in refused if e["version"] == bad.name]
         mismatched = [e for e in refused if e["version"] == odd.name]
@@ -110,6 +113,8 @@ def test_promote_swaps_models_in_the_running_job_and_refuses_a_corrupted_one(
         fcs = read_all(kafka_bootstrap, f"{topic_prefix}.forecasts", committed=False)
         late = [f for f in fcs if f["model_version"] == v2["forecaster"]]
         assert {f["series"] for f in late} == {f["series"] for f in fcs}
+        check_all("forecast", fcs)
+        check_all("alert", later)
 
         # rollback: the registry points production back at v1 and tells the job
         back = registry.rollback("detector", by="test")

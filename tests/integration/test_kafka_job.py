@@ -12,6 +12,7 @@ import pytest
 
 from models.artifact import ArtifactStore
 from models.context import connect, seed
+from tests.contracts import check_all
 from tests.integration.kafka_helpers import job_config, produce, read_all, read_keyed
 from training.simulate import SERVICES, Incident, generate
 from udfs.parse import series_key
@@ -58,10 +59,12 @@ def test_job_on_kafka_alerts_on_the_spike_and_dead_letters_every_bad_record(
     assert [d["source"]["offset"] for d in dead] == offsets[500:500 + len(BAD)]
     assert all(d["source"]["topic"] == f"{topic_prefix}.metrics" and d["source"]["partition"] == 0 for d in dead)
     assert dead[4]["payload_encoding"] == "base64"
+    check_all("dead-letter", dead)
 
     keyed = read_keyed(kafka_bootstrap, f"{topic_prefix}.alerts")
     alerts = [a for _, a in keyed]
     assert alerts, "no alerts at all"
+    check_all("alert", alerts)
     # keyed by fingerprint: every revision of an alert on one partition, in order
     assert all(k == a["fingerprint"].encode() for k, a in keyed)
     assert len({(a["alert_id"], a["revision"]) for a in alerts}) == len(alerts), "duplicate alert records"
@@ -78,6 +81,7 @@ def test_job_on_kafka_alerts_on_the_spike_and_dead_letters_every_bad_record(
                     for e in scen.events})
     assert len(forecasts) >= n_series  # every series forecast at least once
     assert all(len(f["horizons"]) == 5 for f in forecasts)
+    check_all("forecast", forecasts)
 
 
 def test_job_keeps_scoring_when_redis_is_down(tmp_path, trained_store, kafka_bootstrap, topic_prefix):

@@ -106,3 +106,7 @@ def test_the_reporter_serves_every_metric_of_the_grafana_board(tmp_path, trained
     assert total(p + "batch_records_count") > 0
     assert total(p + "le_batch_records_bucket", le="Inf") == total(p + "batch_records_count")
     assert total(p + "batch_records_sum") >= total(p + "shape_records_in")
+    serving = {lab for m, lab, v in got if m == p + "model_version_alias_served_batches" and v > 0}
+    for model in ("detector", "forecaster", "clusterer", "classifier"):
+        assert any(f'model="{model}"' in lab and 'alias="production"' in lab and 'version="v' in lab
+                   for lab in serving), (model, serving)

@@ -84,3 +84,16 @@ def test_an_escalation_ends_the_alert_under_its_old_labels():
     out = fw.apply({**base, "revision": 2, "status": "suppressed", "severity": "critical"})
     assert len(out) == 1 and "endsAt" in out[0] and fw.active == {}
     assert fw.apply_record(b"not json", "t/0@1") == [] and fw.apply_record(b'{"a":1}', "t/0@2") == []
+
+
+def test_rules_that_applied_show_in_the_annotations(alerts):
+    a = json.loads(json.dumps(alerts[0]))
+    a["explanation"]["rules"] = [{"rule": "deploy", "effect": "deploying until 2026-12-03T11:00:00Z (events)",
+                                  "changed_outcome": True}]
+    a["deploying"] = True
+    got = to_alertmanager(a, AlertmanagerConfig())
+    assert got["annotations"]["deploying"] == "true"
+    assert got["annotations"]["rules"] == "deploy: deploying until 2026-12-03T11:00:00Z (events) (changed the outcome)"
+    a["explanation"]["rules"], a["deploying"] = [], False
+    plain = to_alertmanager(a, AlertmanagerConfig())["annotations"]
+    assert "rules" not in plain and "deploying" not in plain

@@ -46,3 +46,21 @@ def test_the_event_clock_counter_holds_the_latest_event_time_and_never_moves_bac
         m.on_batch(BatchResult(clock_ms=clock), 1, now_ms=10_000)
     assert root.groups["vigil"].counters["event_clock_ms"].value == 9_000
     assert not root.groups["vigil"].gauges  # gauges are read from the reporter's thread; see JobMetrics
+
+
+def test_model_versions_served_are_counted_per_batch_with_a_counter_for_each_new_version():
+    root = FakeGroup()
+    m = JobMetrics(root)
+    m.on_models([("detector", "v-1", "production"), ("forecaster", "v-2", "production")])
+    m.on_models([("detector", "v-1", "production"), ("detector", "v-3", "shadow")])
+    m.on_models([("detector", "v-3", "production")])  # the shadow promoted by a hot swap
+
+    def batches(model: str, version: str, alias: str) -> int:
+        g = root.groups["vigil"].groups[("model", model)].groups[("version", version)].groups[("alias", alias)]
+        return g.counters["served_batches"].value
+
+    assert batches("detector", "v-1", "production") == 2
+    assert batches("forecaster", "v-2", "production") == 1
+    assert batches("detector", "v-3", "shadow") == 1
+    assert batches("detector", "v-3", "production") == 1
+    assert not root.groups["vigil"].gauges

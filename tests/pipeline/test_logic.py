@@ -11,18 +11,14 @@ from models.context import ContextCache
 from models.features import CLASSIFIER_FEATURES, classifier_features
 from models.impact import business_impact
 from models.pipeline import Candidate, EntityLogic, EntityState, ModelBundle, SeriesLogic, SeriesState
+from tests.contracts import SCHEMAS
 from training.simulate import SERVICES, Incident, generate
 from udfs.parse import MetricEvent, parse_record, series_key
 
 START = 1_780_000_000_000 - (1_780_000_000_000 % 3_600_000)
 CTX = {k: {f: v[f] for f in ("owner", "criticality", "revenue_per_min", "users", "description")}
        for k, v in SERVICES.items()}
-ALERT_FIELDS = {
-    "schema", "alert_id", "fingerprint", "revision", "status", "trigger", "series", "window", "event_time",
-    "emitted_at", "value", "expected_value", "anomaly", "severity", "priority", "category", "team",
-    "false_positive_probability", "classifier", "impact", "forecast", "cluster", "explanation",
-    "recommended_actions", "related_series", "models", "feedback", "startsAt", "endsAt",
-}
+ALERT_FIELDS = set(json.loads((SCHEMAS / "alert.json").read_text())["required"])  # the published contract
 
 
 def payloads(scen) -> list[bytes]:
@@ -108,6 +104,8 @@ def test_every_alert_carries_the_whole_contract(full_run, models):
     versions = models.versions()
     for a in alerts:
         assert set(a) == ALERT_FIELDS
+        assert a["suppressed_by"] == (["false_positive_probability"] if a["false_positive_probability"] >= 0.9 else [])
+        assert a["deploying"] is False and a["explanation"]["rules"] == []  # no rules configured
         assert a["schema"] == "vigil.alert/v1"
         assert a["severity"] in ("critical", "high", "medium", "low")
         assert a["priority"] in ("P1", "P2", "P3", "P4")

@@ -27,7 +27,8 @@ import org.apache.flink.types.Row;
  * is called once per batch instead of once per record.
  *
  * <p>Input rows: {@code (kind INT, payload BYTES, partition INT, offset BIGINT)}; kind 0 is a metric
- * record, kind 1 an alert-feedback verdict. The shard is a hash of the record's service, read with
+ * record, kind 1 an alert-feedback verdict, kind 2 a deployment or maintenance event (its {@code
+ * service} field names the service, as in a native record). The shard is a hash of the record's service, read with
  * the same shape rules as {@code udfs.parse} (native {@code service}; Telegraf tags and Prometheus
  * labels: the first of the service tags; an OTLP resource: {@code service.name}, else the first of
  * the service tags among its attributes; feedback: the service part of {@code series}); a record
