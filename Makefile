@@ -35,8 +35,18 @@ bench-forecast: setup ## forecaster backtest on NAB's real series vs seasonal na
 bench: setup ## throughput, latency and memory of the job vs a kafka-python + river loop into reports/bench.json, bench.md
 	scripts/bench.sh $(BENCH_ARGS)
 
-test: setup ## run the whole test suite (starts and stops the Kafka, Redis and Alertmanager it needs)
+test: setup lint typecheck ## lint, typecheck, then the whole test suite (starts and stops the Kafka, Redis and Alertmanager it needs)
 	scripts/run-tests.sh
+
+.PHONY: lint typecheck test-unit
+lint: setup ## ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade, private-member access
+	$(PY) -m ruff check .
+
+typecheck: setup ## mypy over models, operators, training, udfs and jobs
+	$(PY) -m mypy
+
+test-unit: setup ## the fast tier: every test that needs no Kafka, Redis, Alertmanager or Flink run
+	$(PY) -m pytest -q -m "not integration and not flink" tests
 
 .PHONY: faults
 faults: setup ## the fault tests alone (kill -9 of job, TaskManager, broker; Redis down; rescale) into reports/faults.md

@@ -24,5 +24,6 @@ setup(
         "matplotlib==3.11.2",
         "tqdm==4.70.1",
     ],
-    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "jsonschema==4.26.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "jsonschema==4.26.0",
+                    "ruff==0.17.6", "mypy==1.19.1", "types-PyYAML==6.0.12.20250915"]},
 )

@@ -164,7 +164,7 @@ def run(cfg: VigilConfig, idle_exit_s: float | None = None) -> Forwarder:
     consumer.seek_to_beginning(*parts)
     ends = consumer.end_offsets(parts)
     # catch up: the latest revision of every alert, posted once
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, Any] = {}  # fingerprint -> the consumer record of its latest revision
     while any(consumer.position(p) < ends[p] for p in parts):
         for recs in consumer.poll(timeout_ms=500).values():
             for r in recs:

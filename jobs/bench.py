@@ -117,7 +117,7 @@ class Fleet:
         rng = np.random.default_rng(seed)
         profiles = list(SERVICES.values())
         per = instances * len(METRICS)
-        rows = []
+        rows: list[tuple[int, int, Series]] = []
         for k in range(math.ceil(n / per)):
             svc = f"svc-{k:04d}"
             for j in range(instances):
@@ -625,7 +625,8 @@ def _timings(samples: list[tuple[float, dict[str, int]]], steady: dict[str, Any]
     def d(k: str) -> int:
         return b[1].get(k, 0) - a[1].get(k, 0)
 
-    ops, models = {}, {}
+    ops: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
     for op in OPERATORS:
         rec = d(f"{op}.records")
         batches = d(f"{op}.batches")
@@ -635,11 +636,12 @@ def _timings(samples: list[tuple[float, dict[str, int]]], steady: dict[str, Any]
                    "wall_us_per_record": round(d(f"{op}.busy_ns") / rec / 1000, 1) if rec else None,
                    "cpu_share": round(d(f"{op}.cpu_ns") / 1e9 / dt, 3)}
     for m in MODELS:
-        op = next((o for o in OPERATORS if d(f"{o}.{m}_calls")), None)
-        calls = d(f"{op}.{m}_calls") if op else 0
-        models[m] = {"calls": calls, "operator": op,
-                     "us_per_call": round(d(f"{op}.{m}_cpu_ns") / calls / 1000, 1) if calls else None,
-                     "calls_per_record": round(calls / ops[op]["records"], 4) if op and ops[op]["records"] else None}
+        where = next((o for o in OPERATORS if d(f"{o}.{m}_calls")), None)
+        calls = d(f"{where}.{m}_calls") if where else 0
+        models[m] = {"calls": calls, "operator": where,
+                     "us_per_call": round(d(f"{where}.{m}_cpu_ns") / calls / 1000, 1) if calls else None,
+                     "calls_per_record": round(calls / ops[where]["records"], 4)
+                     if where and ops[where]["records"] else None}
     return ops, models, round(d("score-shard.records") / dt, 1)
 
 

@@ -48,7 +48,7 @@ def new_model(seed: int):
     # protect_anomaly_detector=False: with river's default (True) a series whose scores once passed
     # the quantile learns nothing more, the quantile stops moving and most of its events alert
     return anomaly.QuantileFilter(
-        compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=seed, **HST)),
+        compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=seed, **HST)),  # type: ignore[arg-type]
         q=QUANTILE, protect_anomaly_detector=False)
 
 

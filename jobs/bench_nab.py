@@ -71,7 +71,7 @@ class Row(NamedTuple):
     """One NAB row as one Kafka record."""
 
     key: str
-    index: int
+    row: int  # its index in the file
     ts_ms: int
     payload: bytes
 
@@ -499,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = write_config(cfg_path, prefix, base=Path(args.config), bootstrap=args.bootstrap, redis_url=args.redis_url,
                        store=args.store, out_of_orderness_ms=late + 60_000 if late else 0, surprise=args.surprise)
     boot, topics = cfg.kafka.bootstrap_servers, cfg.kafka.topics
+    scores = topics.scores
+    if scores is None:
+        raise ValueError("the NAB benchmark needs kafka.topics.scores set")
     refuse_nab_trained(cfg)
     print(f"[bench-nab] {len(corpus)} files, {len(rows):,} rows; topics {prefix}.*; run folder {run_dir}", flush=True)
 
@@ -524,12 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except MeasurementError as e:
                 # PyFlink's gateway JVM sometimes fails to start on a loaded machine; a job that wrote
                 # nothing (not even an open transaction) can simply be run again
-                if attempts >= 2 or high_watermark(boot, topics.scores) > 0:
+                if attempts >= 2 or high_watermark(boot, scores) > 0:
                     raise
                 print(f"[bench-nab] the job failed before writing any score; running it again ({e})".splitlines()[0],
                       flush=True)
         t0 = time.time()
-        stream = [parse_score(r) for r in read_topic(boot, topics.scores)]
+        stream = [parse_score(r) for r in read_topic(boot, scores)]
         dead_stream = read_topic(boot, topics.dead_letters, idle_s=5)
         read_s = time.time() - t0
         print(f"[bench-nab] job done in {job_s:.0f} s; read {len(stream):,} score records, "

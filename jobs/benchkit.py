@@ -201,7 +201,7 @@ def _label(pid: int, name: str) -> str:
 
 
 def environment() -> dict[str, Any]:
-    libs = {}
+    libs: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
             libs[name] = importlib.metadata.version(name)

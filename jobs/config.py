@@ -117,7 +117,8 @@ class JobConfig:
         return self.checkpoint_dir if "://" in self.checkpoint_dir else project_path(self.checkpoint_dir).as_uri()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prometheus_port, str) or not re.fullmatch(r"(\d{1,5}(-\d{1,5})?)?", self.prometheus_port):
+        port = self.prometheus_port
+        if not isinstance(port, str) or not re.fullmatch(r"(\d{1,5}(-\d{1,5})?)?", port):
             raise ConfigError("The 'prometheus_port' parameter of JobConfig must be a port or a range like "
                               f"'9249-9259' (or '' for none). Got {self.prometheus_port!r}.")
         check_str(self, "name", self.name)

@@ -120,7 +120,8 @@ def summarise(alerts: list[dict], dead: list[dict], incidents: list[Incident], e
     for field in ("severity", "priority", "team", "category", "trigger"):
         c = Counter(a[field] for a in active)
         lines.append(f"  by {field:<9} " + ", ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    caught, matched_ids = [], set()
+    caught: list[str] = []
+    matched_ids: set[str] = set()
     lines.append("incidents:")
     for inc in incidents:
         hits = [a for a in alerts if a["status"] in ("open", "escalated") and match(a, inc)]
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     lag_consumer = KafkaConsumer(bootstrap_servers=boot)
     deadline = time.time() + args.timeout
     status = 0
-    quiet_since, last_seen = None, -1
+    quiet_since, last_seen = time.time(), -1
     try:
         while True:
             time.sleep(2)

@@ -192,7 +192,8 @@ def shard_batches(cfg: VigilConfig, raw: DataStream) -> KeyedStream:
     ``dev.vigil.flink.ShardBatcher`` (``operators/java``) hashes each record's service (read as
     ``udfs.parse`` reads it, with ``validation.service_tags``) to one of ``job.shards`` shards,
     splits a record of several parts whose services fall into several shards, and emits a shard's
-    batch at ``job.batch_max_records`` records, after ``job.batch_max_delay_ms``, before every checkpoint barrier and at the end of bounded input; the
+    batch at ``job.batch_max_records`` records, after ``job.batch_max_delay_ms``, before every
+    checkpoint barrier and at the end of bounded input; the
     key-by on the shard is Flink's own (no Python key selector)."""
     gw = get_gateway()
     cls = gw.jvm.Thread.currentThread().getContextClassLoader().loadClass("dev.vigil.flink.ShardBatcher")
@@ -201,15 +202,17 @@ def shard_batches(cfg: VigilConfig, raw: DataStream) -> KeyedStream:
     args[0], args[1], args[2] = cfg.job.shards, cfg.job.batch_max_records, cfg.job.batch_max_delay_ms
     args[3], args[4], args[5] = ",".join(v.service_tags), v.max_bytes, v.max_depth
     op = cls.getConstructors()[0].newInstance(args)
-    batches = raw._j_data_stream.transform("shard-batcher", Types.ROW([Types.INT(), BATCH_TYPE]).get_java_type_info(),
-                                           op).uid("shard-batcher")
+    # PyFlink has no public way to apply a Java operator: its own DataStream methods do the same
+    batches = raw._j_data_stream.transform(  # noqa: SLF001
+        "shard-batcher", Types.ROW([Types.INT(), BATCH_TYPE]).get_java_type_info(), op).uid("shard-batcher")
     keyed = batches.keyBy(gw.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
     return KeyedStream(keyed, BATCH_TYPE, DataStream(batches))
 
 
 def wire(cfg: VigilConfig, raw: DataStream, updates: DataStream) -> dict[str, DataStream]:
     """The job graph from raw rows ``(kind, payload bytes, partition, offset)`` (kind 0: a metric record,
-    1: an alert-feedback verdict, 2: a deployment or maintenance event) and model-update rows ``(payload bytes,)`` to the streams ``alerts``,
+    1: an alert-feedback verdict, 2: a deployment or maintenance event) and model-update rows
+    ``(payload bytes,)`` to the streams ``alerts``,
     ``forecasts``, ``dead_letters``, ``scores`` (flowing only when ``kafka.topics.scores`` is set),
     ``drift``, ``shadow`` and ``model_events``.
 

@@ -214,8 +214,13 @@ class LoadedModel:
         self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
         # The pybind session skips the Python wrapper's per-call input validation (~2 us of a
         # ~6 us call). Inputs are built by the model classes, so that validation adds nothing.
-        self._fast = getattr(session, "_sess", None)
+        self._fast = getattr(session, "_sess", None)  # noqa: SLF001 - onnxruntime's pybind session
         self._out_list = list(self.output_names)
+
+    @property
+    def raw_run(self) -> Any | None:
+        """The pybind session's ``run(output_names, feeds, options)``, None where the session has none."""
+        return self._fast.run if self._fast is not None else None
 
     @property
     def postprocessing(self) -> dict[str, Any]:

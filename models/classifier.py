@@ -67,7 +67,7 @@ class ClassifierModel:
                       for lab in labels))
             for h, labels in LABELS.items())
         self._fp_col = self.slices["fp"][0] + self.classes["fp"].index("1")
-        self._run = loaded._fast.run if loaded._fast is not None else None
+        self._run = loaded.raw_run
         self._one_x = np.zeros((1, len(CLASSIFIER_FEATURES)), dtype=np.float32)
         self._one_p = np.zeros((1, self.width), dtype=np.float32)
         self._one = self._bind_one() if self._joined else None

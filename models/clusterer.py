@@ -36,7 +36,7 @@ class ClustererModel:
         self._p50 = [float(v) for v in post["distance_quantiles"]["p50"]]
         self._p99 = [float(v) for v in post["distance_quantiles"]["p99"]]
         self._out = ["distances"]
-        self._run = loaded._fast.run if loaded._fast is not None else None
+        self._run = loaded.raw_run
 
     @classmethod
     def from_store(cls, store: ArtifactStore, version: str | None = None) -> ClustererModel:

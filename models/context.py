@@ -52,7 +52,7 @@ class ContextCache:
             data = {}
             for key in self.client.scan_iter(match=PREFIX + "*", count=500):
                 k = key.decode() if isinstance(key, bytes) else key
-                raw = self.client.hgetall(k)
+                raw: dict = self.client.hgetall(k)  # type: ignore[assignment]  # a sync client
                 data[k[len(PREFIX):]] = {
                     (f.decode() if isinstance(f, bytes) else f): _typed(f, v) for f, v in raw.items()
                 }

@@ -221,7 +221,7 @@ class DetectorModel:
         self._median = np.asarray(ex["median"], dtype=np.float64)
         self._iqr = np.asarray(ex["iqr"], dtype=np.float64)
         self._out = ["score_samples"]
-        self._run = loaded._fast.run if loaded._fast is not None else None
+        self._run = loaded.raw_run
 
     @classmethod
     def from_store(cls, store: ArtifactStore, version: str | None = None) -> DetectorModel:

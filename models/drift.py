@@ -1,3 +1,5 @@
+# ruff: noqa: SLF001
+# (the drift test restores river's PageHinkley from each series' state: its statistics are private)
 """Per-series drift statistics: river's Page-Hinkley test, its state kept as seven numbers.
 
 The job keeps one test per signal per series (the detector's score, the forecaster's one-step
@@ -33,7 +35,10 @@ class DriftTest:
                                alpha=cfg.alpha, mode="both")
 
     def update(self, state: PHState | None, x: float) -> tuple[PHState, bool]:
-        """Fold ``x`` into ``state`` (``None``: a new series); the new state and whether drift was detected."""
+        """Fold ``x`` into ``state`` (``None``: a new series); the new state and whether drift was detected.
+
+        river's PageHinkley keeps its statistics in private attributes and offers no way to save or
+        restore them; one instance is loaded with each series' state, updated and read back."""
         ph = self._ph
         n, mean, s_inc, s_dec, min_inc, max_dec, detected = state or PH_EMPTY
         ph._x_mean.n, ph._x_mean._mean = n, mean

@@ -84,6 +84,7 @@ CLASSIFIER_FEATURES: tuple[str, ...] = (
         "hour_sin",
         "hour_cos",
     )
+    + tuple(f"moved_{m}" for m in ENTITY_METRICS)
     + tuple(f"kind_{k}" for k in METRIC_KINDS + ("other",))
     + tuple(f"owner_{t}" for t in TEAMS + ("unknown",))
     + tuple(f"text_{i}" for i in range(TEXT_BUCKETS))
@@ -280,7 +281,7 @@ def detector_feature_rows(x: np.ndarray, med: np.ndarray, scale: np.ndarray, w: 
 
 @np.errstate(all="ignore")
 def forecaster_row_block(med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray],
-                         horizons_min: Sequence[float] = FORECAST_HORIZONS_MIN) -> np.ndarray:
+                         horizons_min: Sequence[float] | np.ndarray = FORECAST_HORIZONS_MIN) -> np.ndarray:
     """:meth:`SeriesWindow.forecaster_rows` of several series at once (their robust (median, scale)
     and fields ``var``, ``last``, ``level``, ``trend``, ``trend_long`` as arrays): (n * horizons, 6)
     float32, each series' horizons together; the anchor is ``last`` and the scale ``scale``."""
@@ -341,7 +342,10 @@ def classifier_features(c: dict) -> list[float]:
 
     ``c`` keys: score, threshold, det (detector feature list), cluster_outlier (0..1),
     time_to_breach_s (None if no breach within the largest horizon), criticality (0..1),
-    related_anomalies (count), ts_ms, metric, owner, text.
+    related_anomalies (count), ts_ms, metric, owner, text, and moved (the entity's deviation from
+    its cluster's centroid per ``ENTITY_METRICS``; zeros when absent): which of its metrics moved,
+    what tells the category of a cluster-triggered candidate, whose own metric is only the one
+    whose sample carried the evaluation.
     """
     det = c["det"]
     ttb = c.get("time_to_breach_s")
@@ -363,6 +367,7 @@ def classifier_features(c: dict) -> list[float]:
         math.sin(2 * math.pi * hour / 24.0),
         math.cos(2 * math.pi * hour / 24.0),
     ]
+    row += list(c.get("moved") or (0.0,) * len(ENTITY_METRICS))
     row += [1.0 if kind == k else 0.0 for k in METRIC_KINDS + ("other",)]
     row += [1.0 if owner == t else 0.0 for t in TEAMS + ("unknown",)]
     row += text_buckets(c.get("text", c["metric"]))

@@ -40,7 +40,7 @@ class ForecasterModel:
         self.interval_halfwidth: dict[str, list[float]] = {
             lvl: [float(v) for v in post["conformal"]["abs_residual_quantile"][lvl]] for lvl in LEVELS}
         self._out = ["y"]
-        self._run = loaded._fast.run if loaded._fast is not None else None
+        self._run = loaded.raw_run
 
     @classmethod
     def from_store(cls, store: ArtifactStore, version: str | None = None) -> ForecasterModel:
@@ -82,7 +82,7 @@ class ForecasterModel:
             out.append(one)
         return out
 
-    def halfwidth_at(self, horizons_min: Sequence[float], level: float = 0.8) -> np.ndarray:
+    def halfwidth_at(self, horizons_min: Sequence[float] | np.ndarray, level: float = 0.8) -> np.ndarray:
         """The interval half-width (in scale units) at any horizons: the calibrated ones interpolated
         in log horizon between the trained horizons, the nearest trained one's outside them."""
         hw = self.interval_halfwidth[f"{level:g}"]

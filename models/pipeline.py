@@ -165,7 +165,8 @@ class SeriesState:
     """Everything kept per series (state name ``series_state/v5``).
 
     v5 added the series' seasonal context (:class:`models.season.SeasonalContext`, a week of coarse
-    buckets); a series stored before v5 starts it empty and fills it as it goes. v4 added the series' surprise state (:class:`models.surprise.SurpriseState`). v3 added
+    buckets); a series stored before v5 starts it empty and fills it as it goes. v4 added the
+    series' surprise state (:class:`models.surprise.SurpriseState`). v3 added
     ``max_ts_ms``, the series' own event-time high mark: an event more than the out-of-orderness
     bound behind it is late. v2 added the drift tests, the pending one-step forecast they compare
     against, and the threshold tail that feedback narrows. Older versions are read and migrate on
@@ -330,8 +331,8 @@ class SeriesLogic:
                 dets[i] = w.detector_features(ev.value, robs[i])
         warm = [i for i in range(n) if dets[i] is not None]
         det_rows = np.asarray([dets[i] for i in warm], dtype=np.float32) if warm else None
-        evidence = det_m.score(det_rows) if warm else np.empty(0)
-        sh_evidence = sh_det.score(det_rows) if (warm and sh_det is not None) else None
+        evidence = det_m.score(det_rows) if det_rows is not None else np.empty(0)
+        sh_evidence = sh_det.score(det_rows) if (det_rows is not None and sh_det is not None) else None
         sup_cfg = self.cfg.surprise
         score_of: dict[int, float] = {}
         evidence_of: dict[int, float] = {}
@@ -739,6 +740,16 @@ class EntityLogic:
         st.clusters[entity] = res
         return res
 
+    def _moved(self, st: EntityState, entity: str | None, cluster: list[float] | None) -> list[float]:
+        """How far each of the entity's metrics (``ENTITY_METRICS``, the clusterer's scale) lies from its
+        cluster's centroid: which metric moved it (zeros without an entity or a cluster)."""
+        if entity is None or cluster is None or st.centroids is None:
+            return [0.0] * len(ENTITY_METRICS)
+        cents = st.centroids
+        full = self.models.clusterer.impute(entity_vector(st.latest.get(entity, {})), cents)
+        centre = cents[int(cluster[1])]
+        return [float(v - c) for v, c in zip(full, centre.tolist(), strict=True)]
+
     def candidate(self, state: EntityState, s: Scored, side: list[tuple[str, str]] | None = None
                   ) -> Candidate | None:
         """Fold scored sample ``s`` into ``state`` (updated in place); the candidate it raises, if any.
@@ -781,6 +792,7 @@ class EntityLogic:
             score, threshold = s.score, s.threshold
         inputs = {
             "score": score, "threshold": threshold, "det": det,
+            "moved": self._moved(st, entity, cluster),
             "cluster_outlier": cluster[3] if cluster else 0.0, "time_to_breach_s": s.time_to_breach_s,
             "criticality": float(ctx["criticality"]), "related_anomalies": len(related), "ts_ms": s.ts_ms,
             "metric": s.metric, "owner": ctx["owner"], "text": f"{s.service} {s.metric} {ctx['description']}",

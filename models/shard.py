@@ -269,8 +269,8 @@ class ShardLogic:
             _, alerts, e_side = self.entity.on_record(state.get_entity(s.service), s, now_ms)
             state.dirty_entities.add(s.service)
             res.alerts.extend(alerts)
-            for kind, record in it.side + e_side:
-                getattr(res, _SIDE[kind]).append(record)
+            for side_kind, record in it.side + e_side:
+                getattr(res, _SIDE[side_kind]).append(record)
             if self.emit_scores:
                 res.scores.append(score_json(s))
             if self.keep_scored:

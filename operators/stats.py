@@ -62,7 +62,8 @@ class OperatorStats:
         self._counters: dict[str, Any] = {}
         if metrics_group is not None:
             g = metrics_group.add_group(GROUP).add_group(name)
-            names = ["records", "batches", "busy_ns", "cpu_ns"] + [f"{m}_{k}" for m in MODELS for k in ("calls", "cpu_ns")]
+            names = ["records", "batches", "busy_ns", "cpu_ns"]
+            names += [f"{m}_{k}" for m in MODELS for k in ("calls", "cpu_ns")]
             self._counters = {n: g.counter(n) for n in names}
 
     def totals(self) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 * ``train``  trains, evaluates, parity-checks and publishes all four models, prints a summary
   and writes ``runs/train-<UTC>/report.md``;
-* ``ensure`` trains only if any of the four models has no version yet (``make run`` uses it);
+* ``ensure`` trains only if any of the four models has no version yet with the features this code
+  computes (``make run`` uses it);
 * ``bench``  prints per-call latencies of the latest versions (a benchmark, never a failure);
 * ``backtest`` runs a rolling-origin backtest of the forecaster over a CSV of series
   (:mod:`training.backtest`).
@@ -304,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not missing:
             print(f"all models present in {args.store}; nothing to train")
             return 0
-        print(f"no version of {', '.join(missing)} in {args.store}; training")
+        print(f"no version of {', '.join(missing)} with this release's features in {args.store}; training")
     from training.kafka_io import TopicReadError
 
     try:

@@ -37,9 +37,9 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -89,7 +89,7 @@ def _timestamp_ms(text: str) -> int:
         return int(v if v > 1e11 else v * 1000)
     t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     return int(t.timestamp() * 1000)
 
 
@@ -133,10 +133,10 @@ def read_csv(path: str | Path, freq_ms: int, fmt: str = "auto") -> list[Series]:
     out = []
     for sid, pts in by_id.items():
         pts.sort()
-        ts = np.fromiter((p[0] for p in pts), dtype=np.int64, count=len(pts))
+        stamps = np.fromiter((p[0] for p in pts), dtype=np.int64, count=len(pts))
         keep = np.ones(len(pts), dtype=bool)
-        keep[1:] = ts[1:] != ts[:-1]  # a repeated timestamp: the first row of it
-        out.append(Series(sid, ts[keep], np.fromiter((p[1] for p in pts), dtype=np.float64, count=len(pts))[keep]))
+        keep[1:] = stamps[1:] != stamps[:-1]  # a repeated timestamp: the first row of it
+        out.append(Series(sid, stamps[keep], np.fromiter((p[1] for p in pts), dtype=np.float64, count=len(pts))[keep]))
     return out
 
 
@@ -290,7 +290,7 @@ def run(series: Sequence[Series], model: ForecasterModel, freq_ms: int, horizon:
     if writer is not None:
         writer.writerow(["id", "origin", "step", "value", "lower", "upper"])
     emit = None if writer is None else (
-        lambda sid, o, step, v, lo, hi: writer.writerow([sid, _iso(o), step, f"{v:.6g}", f"{lo:.6g}", f"{hi:.6g}"]))
+        lambda sid, o, step, v, lo, hi: writer.writerow([sid, iso(o), step, f"{v:.6g}", f"{lo:.6g}", f"{hi:.6g}"]))
     t0 = time.perf_counter()
     latest = []
     points = 0
@@ -308,8 +308,8 @@ def run(series: Sequence[Series], model: ForecasterModel, freq_ms: int, horizon:
     return figures(totals, meta), latest
 
 
-def _iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def table(fig: dict[str, Any]) -> str:
@@ -402,7 +402,7 @@ def main(args: Any) -> int:
               f"an origin; {fig['seconds']} s")
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
-    plot_path = args.plot or str(Path(args.runs_dir) / f"backtest-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.png")
+    plot_path = args.plot or str(Path(args.runs_dir) / f"backtest-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.png")
     Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
     plot(plot_path, fig, latest)
     print(f"plot: {plot_path}")
@@ -419,7 +419,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--min-history", type=int, default=None,
                    help="samples before the first origin (default: the largest of 32, two seasons, the horizon)")
     p.add_argument("--every", type=int, default=None,
-                   help=f"samples between origins (default: {DEFAULT_EVERY}, so that origins fall at every time of day)")
+                   help=f"samples between origins (default: {DEFAULT_EVERY}, so that origins fall at every time "
+                        "of day)")
     p.add_argument("--forecasts", default=None, metavar="PATH", help="write every forecast here as CSV")
     p.add_argument("--json", default=None, metavar="PATH", help="write the figures here as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="the figure (default: runs/backtest-<UTC>.png)")
@@ -429,4 +430,4 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
-__all__: Iterable[str] = ("Series", "read_csv", "run", "table", "plot", "parse_freq", "main", "add_arguments")
+__all__ = ("Series", "read_csv", "run", "table", "plot", "parse_freq", "main", "add_arguments")

@@ -33,7 +33,7 @@ from training import backtest as bt
 from training.nab import PROJECT_ROOT, nab_root
 
 CATEGORIES = ("realAWSCloudwatch", "realTweets", "realTraffic", "realAdExchange", "realKnownCause")
-SETTINGS = {"5min": {"freq": "5min", "horizon": 48, "season": 288},
+SETTINGS: dict[str, dict[str, Any]] = {"5min": {"freq": "5min", "horizon": 48, "season": 288},
             "1h": {"freq": "1h", "horizon": 48, "season": 24}}
 TARGET_SMAPE_VS_SN = -0.10
 TARGET_COVERAGE = (0.75, 0.85)
@@ -68,7 +68,7 @@ def write_long(series: list[bt.Series], path: Path) -> None:
         w.writerow(["id", "timestamp", "value"])
         for s in series:
             for t, x in zip(s.ts_ms.tolist(), s.values.tolist(), strict=True):
-                w.writerow([s.id, bt._iso(t), repr(x)])
+                w.writerow([s.id, bt.iso(t), repr(x)])
 
 
 def run(store: str, out_dir: Path, runs_dir: Path, nab: str | None = None) -> dict[str, Any]:

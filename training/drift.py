@@ -154,6 +154,7 @@ def parse_drift(records: Iterable[tuple[str, bytes]], since_ms: int | None = Non
             continue
         metric = obj["metric"] if isinstance(obj.get("metric"), str) else key_metric
         version = obj.get("model_version")
-        out.events.append(DriftEvent(series, metric, model, str(obj.get("signal", "")), str(obj.get("detector", "")),
-                                     version if isinstance(version, str) else None, detected, where))
+        out.events.append(DriftEvent(str(series), metric, str(model), str(obj.get("signal", "")),
+                                     str(obj.get("detector", "")), version if isinstance(version, str) else None,
+                                     detected, where))
     return out

@@ -74,7 +74,7 @@ def isolation_forest_to_onnx(forest: Any, n_features: int) -> bytes:
     arithmetic of the final Exp (about 1e-7).
     """
     n_trees = len(forest.estimators_)
-    subsample = forest._max_features != n_features
+    subsample = forest._max_features != n_features  # noqa: SLF001 - the fitted model's own numbers, no public accessor
     attrs: dict[str, Any] = {k: [] for k in (
         "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
         "nodes_truenodeids", "nodes_falsenodeids", "nodes_hitrates", "nodes_missing_value_tracks_true",
@@ -107,7 +107,7 @@ def isolation_forest_to_onnx(forest: Any, n_features: int) -> bytes:
                 attrs["nodes_modes"].append("BRANCH_LEQ")
                 attrs["nodes_truenodeids"].append(left)
                 attrs["nodes_falsenodeids"].append(right)
-    c_max = float(average_path_length(np.array([forest._max_samples]))[0])
+    c_max = float(average_path_length(np.array([forest._max_samples]))[0])  # noqa: SLF001 - the fitted model's own numbers, no public accessor
     if c_max <= 0:
         raise ValueError("IsolationForest with max_samples <= 1 has no defined score")
     # the ensemble averages E[h]; sklearn's score_samples = -2^(-E[h]/c) = -exp(E[h] * (-ln2/c))
@@ -174,7 +174,7 @@ def _hgb_tree_attributes(estimator: Any, first_target: int) -> dict[str, Any]:
         raise ValueError("categorical features are not supported by this exporter")
     attrs: dict[str, Any] = {k: [] for k in _TREE_KEYS}
     tree_id = 0
-    for per_iteration in estimator._predictors:
+    for per_iteration in estimator._predictors:  # noqa: SLF001 - the fitted model's own numbers, no public accessor
         for k, predictor in enumerate(per_iteration):
             nodes = predictor.nodes
             for i in range(len(nodes)):
@@ -206,7 +206,7 @@ def _hgb_tree_attributes(estimator: Any, first_target: int) -> dict[str, Any]:
 def hist_gradient_boosting_regressor_to_onnx(regressor: Any, n_features: int) -> bytes:
     """A fitted ``HistGradientBoostingRegressor`` as one ``TreeEnsembleRegressor``: output ``y`` (n, 1)
     equals ``regressor.predict(X)`` (identity link: squared, absolute or quantile loss)."""
-    base = [float(v) for v in np.ravel(regressor._baseline_prediction)]
+    base = [float(v) for v in np.ravel(regressor._baseline_prediction)]  # noqa: SLF001 - the fitted model's own numbers, no public accessor
     node = helper.make_node("TreeEnsembleRegressor", ["X"], ["y"], name="trees", domain="ai.onnx.ml",
                             n_targets=1, aggregate_function="SUM", post_transform="NONE", base_values=base,
                             **_hgb_tree_attributes(regressor, 0))
@@ -233,7 +233,7 @@ def hist_gradient_boosting_heads_to_onnx(heads: Sequence[tuple[str, Any]], n_fea
     nodes, parts = [], []
     for name, clf in heads:
         binary = int(clf.n_trees_per_iteration_) == 1
-        base = [float(v) for v in np.ravel(clf._baseline_prediction)]
+        base = [float(v) for v in np.ravel(clf._baseline_prediction)]  # noqa: SLF001 - the fitted model's own numbers, no public accessor
         nodes.append(helper.make_node(
             "TreeEnsembleRegressor", ["X"], [f"{name}/proba"], name=f"{name}/trees", domain="ai.onnx.ml",
             n_targets=len(base) + int(binary), aggregate_function="SUM", post_transform="SOFTMAX",

@@ -436,16 +436,17 @@ def split_half(corpus: Sequence[NabFile], scores: Mapping[str, Sequence[float]],
     leans on a few files shows a large gap here."""
     rows = {f.key: file_rows(f) for f in corpus}
     rng = np.random.default_rng(seed)
-    held, best = [], []
+    held: list[float] = []
+    best: list[float] = []
     for _ in range(splits):
         order = rng.permutation(len(corpus))
         half = len(corpus) // 2
         tune = [corpus[i] for i in order[:half]]
         test = [corpus[i] for i in order[half:]]
         theta = optimise_threshold(tune, scores, profile, rows)[0]
-        held.append(score_at(test, scores, profile, theta, rows).normalised)
+        held.append(_number(score_at(test, scores, profile, theta, rows).normalised))
         theta_test = optimise_threshold(test, scores, profile, rows)[0]
-        best.append(score_at(test, scores, profile, theta_test, rows).normalised)
+        best.append(_number(score_at(test, scores, profile, theta_test, rows).normalised))
     return {"splits": splits, "seed": seed, "held_out_mean": float(np.mean(held)), "held_out_min": float(min(held)),
             "held_out_max": float(max(held)), "optimum_on_held_out_mean": float(np.mean(best))}
 
@@ -491,3 +492,8 @@ def read_results(out: str | Path, detector: str, corpus: Sequence[NabFile]) -> d
 def published_results(root: str | Path | None = None) -> dict[str, dict[str, float]]:
     """The published scoreboard (``reference/final_results.json``): detector -> profile -> score."""
     return json.loads((nab_root(root) / "reference" / "final_results.json").read_text())
+
+
+def _number(v: float | None) -> float:
+    """A normalised score, which is None only for a half with no windows at all (then NaN)."""
+    return float("nan") if v is None else v

@@ -440,10 +440,10 @@ def inject_incidents(series: Sequence[Series], lo: int, hi: int, seed: int, n: i
     out = [Series(s.key, s.service, s.metric, s.tags, s.ts, s.values.copy(), list(s.windows)) for s in series]
     eligible = []
     for i, s in enumerate(out):
-        m = (s.ts >= lo) & (s.ts < hi)
-        if m.sum() >= 10:
-            v = s.values[m]
-            if float(np.median(v)) > 0 and float(v.max() - v.min()) > 0:
+        inside = (s.ts >= lo) & (s.ts < hi)
+        if inside.sum() >= 10:
+            vals = s.values[inside]
+            if float(np.median(vals)) > 0 and float(vals.max() - vals.min()) > 0:
                 eligible.append(i)
     if not eligible:
         return out, 0
@@ -474,10 +474,10 @@ def inject_incidents(series: Sequence[Series], lo: int, hi: int, seed: int, n: i
         if any(w.start_ms <= end and start <= w.label_end_ms for w in s.windows):
             continue  # never overlap two incidents on one series
         inc = Incident(f"inj-{seed}-{k}", kind, s.service, None, (s.metric,), start, end, "injected")
-        base = float(np.median(s.values[s.ts < lo])) if (s.ts < lo).any() else float(np.median(s.values))
+        level = float(np.median(s.values[s.ts < lo])) if (s.ts < lo).any() else float(np.median(s.values))
         rows = np.flatnonzero((s.ts >= start) & (s.ts < end))
         for r in rows.tolist():
-            v = _effect(inc, s.metric, int(s.ts[r]), float(s.values[r]), base, float(rng.random()))
+            v = _effect(inc, s.metric, int(s.ts[r]), float(s.values[r]), level, float(rng.random()))
             s.values[r] = min(max(v, 0.0), 100.0) if s.metric.endswith("_util") else max(v, 0.0)
         s.windows.append(LabelWindow(inc.id, kind, start, end, min(end + LABEL_MARGIN_MS, hi - 1)))
         injected += 1

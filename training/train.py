@@ -64,6 +64,7 @@ from models.features import (
     classifier_features,
 )
 from models.forecaster import LEVELS, ForecasterModel
+from models.registry import SCHEMAS
 from training import evaluate as ev
 from training.candidates import TRIGGERS, build_candidates, sample_weights, trigger_counts
 from training.data import Extract, ScenarioSpec, extract, fingerprint
@@ -1198,9 +1199,17 @@ def train_all(store_root: str | Path, seed: int = 1, quick: bool = False, runs_d
 
 
 def missing_models(store_root: str | Path) -> list[str]:
-    """Models with no version in the store."""
+    """Models with no version in the store whose feature schema is the one this code computes (a
+    store made by an older release, whose features have changed since, needs training again)."""
     store = ArtifactStore(store_root)
-    return [name for name in MODEL_NAMES if store.latest(name) is None]
+    out = []
+    for name in MODEL_NAMES:
+        latest = store.latest(name)
+        schema = () if latest is None else tuple(
+            e["name"] if isinstance(e, dict) else e for e in store.manifest(name, latest).get("feature_schema", []))
+        if schema != tuple(SCHEMAS[name]):
+            out.append(name)
+    return out
 
 
 def report(runs_dir: Path, cfg: TrainConfig, trained: dict[str, Trained], versions: dict[str, str],

@@ -448,13 +448,15 @@ def _json_object(payload: bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> 
 
 def _int(text: str) -> int:
     if len(text) > MAX_NUMBER_CHARS:
-        raise _Bad("limit_exceeded", f"record holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
+        raise _Bad("limit_exceeded",
+                   f"record holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
     return int(text)
 
 
 def _float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
-        raise _Bad("limit_exceeded", f"record holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
+        raise _Bad("limit_exceeded",
+                   f"record holds a number of {len(text)} characters; the limit is {MAX_NUMBER_CHARS}")
     return float(text)
 
 

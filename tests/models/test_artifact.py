@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from models.artifact import (
+    VERSION_PATTERN,
     ArtifactError,
     ArtifactStore,
     LoadedModel,
-    VERSION_PATTERN,
     content_version,
     resolve_version,
     schema_entries,

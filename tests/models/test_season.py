@@ -98,5 +98,6 @@ def test_a_v4_series_state_reads_with_an_empty_season():
     cut = v5.index(season)
     v4 = bytes([4]) + v5[1:cut] + v5[cut + len(season):]
     old = SeriesState.from_bytes(v4)
-    assert old.season.width_ms == 0 and old.window.history() == st.window.history() and old.surprise.to_bytes() == st.surprise.to_bytes()
+    assert old.season.width_ms == 0 and old.window.history() == st.window.history()
+    assert old.surprise.to_bytes() == st.surprise.to_bytes()
     assert old.to_bytes()[0] == 5

@@ -101,8 +101,8 @@ def test_minicluster_job_graph_matches_in_process_logic(trained_store, redis_url
     assert [d["reason"] for d in flink_dead] == ["not_json", "non_finite_value", "wrong_type"]
     assert [(d["source"]["partition"], d["source"]["offset"]) for d in flink_dead] == [(0, 100), (0, 101), (0, 102)]
     assert json.loads(flink_dead[2]["payload"]) == bad_part  # the refused part alone, the rest scored
-    assert [(d.reason, json.loads(p)) for d, p in zip(local.dead_letters[2:], local.dead_payloads[2:])] == [
-        ("wrong_type", bad_part)]
+    refused = zip(local.dead_letters[2:], local.dead_payloads[2:], strict=True)
+    assert [(d.reason, json.loads(p)) for d, p in refused] == [("wrong_type", bad_part)]
     assert local.skipped == {"non_numeric_field": 1, "stale_marker": 1}
     assert len(flink_forecasts) == len(local.forecasts) > 0
     assert flink_forecasts == sorted(local.forecasts)

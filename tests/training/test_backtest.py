@@ -50,7 +50,7 @@ def test_wide_and_long_csvs_read_the_same_series(tmp_path):
         w.writerow(["id", "timestamp", "value"])
         order = np.random.default_rng(1).permutation(len(v))  # any order: sorted by time per series
         for i in order:
-            w.writerow(["a", bt._iso(bt.EPOCH_MONDAY_MS + i * HOUR), v[i]])
+            w.writerow(["a", bt.iso(bt.EPOCH_MONDAY_MS + i * HOUR), v[i]])
     a, b = bt.read_csv(wide, HOUR), bt.read_csv(long, HOUR)
     assert [s.id for s in a] == [s.id for s in b] == ["a"]
     assert np.array_equal(a[0].ts_ms, b[0].ts_ms) and np.allclose(a[0].values, b[0].values)
@@ -98,7 +98,7 @@ def test_an_origin_uses_only_the_past(forecaster, tmp_path):
         p = tmp_path / "f.csv"
         with open(p, "w", newline="") as f:
             bt.run([_series("a", vals)], forecaster, HOUR, 12, forecasts_out=f, progress=None)
-        out.append([r for r in csv.DictReader(open(p)) if r["origin"] < bt._iso(bt.EPOCH_MONDAY_MS + 99 * HOUR)])
+        out.append([r for r in csv.DictReader(open(p)) if r["origin"] < bt.iso(bt.EPOCH_MONDAY_MS + 99 * HOUR)])
     assert out[0] and out[0] == out[1]
 
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jobs.config import VigilConfig
 from jobs.inprocess import InProcessJob
-from models.features import CLASSIFIER_FEATURES, classifier_features
+from models.features import CLASSIFIER_FEATURES, ENTITY_METRICS, classifier_features
 from models.pipeline import ModelBundle, iso
 from training.candidates import build_candidates, label_candidate, sample_weights, service_context, trigger_counts
 from training.data import IncidentIndex
 from training.simulate import Incident, generate, series_key
 
 CANDIDATE_KEYS = {"score", "threshold", "det", "cluster_outlier", "time_to_breach_s", "criticality", "owner",
-                  "related_anomalies", "ts_ms", "metric", "text"}
+                  "related_anomalies", "ts_ms", "metric", "text", "moved"}
 T0 = 1_000 * 60_000
 
 
@@ -152,3 +153,21 @@ def test_a_cluster_evaluation_weighs_one_however_many_candidates_it_raised(cands
     assert per_eval and any(len(v) > 1 for v in per_eval.values())
     for v in per_eval.values():
         assert sum(v) == pytest.approx(1.0) and len(set(v)) == 1
+
+
+def test_a_cluster_candidate_says_which_of_its_entitys_metrics_moved(cands) -> None:
+    """Cluster candidates carry their entity's deviation from its cluster per metric, whichever metric's
+    sample carried the evaluation: the error spike's show error rate, the drift's cpu and latency."""
+    def mean_moved(incident: str) -> np.ndarray:
+        rows = [c["moved"] for c, lab in cands if lab["trigger"] == "cluster" and lab["incident"] == incident]
+        assert rows, incident
+        return np.abs(np.asarray(rows)).mean(axis=0)
+
+    drift, spike = mean_moved("drift"), mean_moved("spike")
+    err, cpu, lat = (ENTITY_METRICS.index(m) for m in ("error_rate", "cpu_util", "latency_p99_ms"))
+    assert int(np.argmax(spike)) == err, spike
+    assert drift[cpu] > 5 * spike[cpu] and drift[lat] > 5 * spike[lat], (drift, spike)
+    assert {c["metric"] for c, lab in cands if lab["incident"] == "drift" and lab["trigger"] == "cluster"} - {
+        "cpu_util", "latency_p99_ms"}  # carried by other metrics' samples too
+    plain = [c for c, lab in cands if lab["trigger"] != "cluster" and lab["entity"] is None]
+    assert all(c["moved"] == [0.0] * len(ENTITY_METRICS) for c in plain)

@@ -30,6 +30,24 @@ def test_ensure_does_nothing_when_every_model_exists(trained_store: Path, capsys
     assert {n: ArtifactStore(trained_store).versions(n) for n in MODEL_NAMES} == before
 
 
+def test_a_version_with_another_feature_schema_counts_as_missing(trained_store: Path, tmp_path: Path) -> None:
+    """A store made before a model's features changed: `ensure` (make run) trains again instead of
+    leaving the job a version it would refuse."""
+    import shutil
+
+    from training.train import missing_models
+
+    store = tmp_path / "store"
+    shutil.copytree(trained_store, store)
+    assert missing_models(store) == []
+    latest = ArtifactStore(store).latest("classifier")
+    path = store / "classifier" / latest / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["feature_schema"] = manifest["feature_schema"][:-1]
+    path.write_text(json.dumps(manifest))
+    assert missing_models(store) == ["classifier"]
+
+
 def test_bench_prints_latencies(trained_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--store", str(trained_store), "-n", "20"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -43,8 +43,10 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
     assert f["rows"] == n and f["false_positive"] == n_fp and f["weight_per_row"] == 5.0
     assert p["without_feedback"]["false_positive"] < 0.2 < 0.5 < p["with_feedback"]["false_positive"]
     assert p["with_feedback"]["resolved"] < 0.5 and p["job"]["false_positive"] < 0.2
-    # the baseline classifier served these alerts: what it said then is what this run's head says without feedback
-    assert p["serving_model"]["false_positive"] == pytest.approx(p["without_feedback"]["false_positive"], abs=0.05)
+    # the baseline classifier served these alerts and, like this run's head without feedback, took the rows
+    # people call false positives for real ones (the two are not the same model: the drift file retrains the
+    # detector, which changes the candidates the classifier learns from)
+    assert p["serving_model"]["false_positive"] < 0.2
     assert p["with_feedback"]["agreement"] > p["without_feedback"]["agreement"]
     # these verdicts contradict the simulator's labels (they call its true incidents routine): that costs
     # figures on the simulator's held-out candidates, and the report shows how much
@@ -93,7 +95,8 @@ def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_
     before = manifests(base_root)
     for name in MODEL_NAMES:
         assert m[name]["version"] != base.versions[name], name
-        same = (m[name]["sha256"], m[name]["postprocessing"]) == (before[name]["sha256"], before[name]["postprocessing"])
+        same = ((m[name]["sha256"], m[name]["postprocessing"])
+                == (before[name]["sha256"], before[name]["postprocessing"]))
         assert same == (name == "clusterer"), name
     report = next((tmp_path / "runs").glob("train-*/report.md")).read_text()
     assert "not_json" in report and "missing_field" in report and "fp_probability_on_feedback_rows" in report

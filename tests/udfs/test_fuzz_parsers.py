@@ -46,8 +46,8 @@ from udfs.parse import (
     MetricEvent,
     ModelUpdate,
     ParseLimits,
-    parse_feedback,
     parse,
+    parse_feedback,
     parse_model_update,
     split_series_key,
 )
