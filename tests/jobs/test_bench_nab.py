@@ -30,7 +30,7 @@ def test_events_are_native_vigil_metrics_one_series_per_file() -> None:
 
 def test_replay_merges_by_event_time_and_keeps_each_files_order() -> None:
     rows = bench_nab.replay_order([A, B])
-    assert [(r.key[3], r.index) for r in rows] == [("B", 0), ("A", 0), ("A", 1), ("A", 2), ("B", 1), ("B", 2),
+    assert [(r.key[3], r.row) for r in rows] == [("B", 0), ("A", 0), ("A", 1), ("A", 2), ("B", 1), ("B", 2),
                                                    ("A", 3)]
     assert json.loads(rows[0].payload)["timestamp"] == "2013-06-01T00:00:00Z"
     # A steps back 5 minutes after 00:10; equal timestamps are not a step back
