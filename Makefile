@@ -29,7 +29,7 @@ bench-nab: setup ## NAB detection quality through Kafka + Flink into reports/nab
 .PHONY: bench-forecast
 bench-forecast: setup ## forecaster backtest on NAB's real series vs seasonal naive and naive into reports/forecast.json, forecast.md
 	$(PY) -m training ensure --store $(ARTIFACTS) --no-progress
-	$(PY) -m training.bench_forecast --store $(ARTIFACTS)
+	$(PY) -m bench.forecast --store $(ARTIFACTS)
 
 .PHONY: bench
 bench: setup ## throughput, latency and memory of the job vs a kafka-python + river loop into reports/bench.json, bench.md
@@ -42,7 +42,7 @@ test: setup lint typecheck ## lint, typecheck, then the whole test suite (starts
 lint: setup ## ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade, private-member access
 	$(PY) -m ruff check .
 
-typecheck: setup ## mypy over models, operators, training, udfs and jobs
+typecheck: setup ## mypy over every package (common, udfs, models, operators, jobs, training, registry, bench, demo)
 	$(PY) -m mypy
 
 test-unit: setup ## the fast tier: every test that needs no Kafka, Redis, Alertmanager or Flink run

@@ -7,7 +7,8 @@ setup(
     version="0.1.0",
     description="Streaming anomaly detection, forecasting and alerting on Apache Flink",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["jobs", "operators", "models", "udfs", "training", "training.*"]),
+    packages=find_packages(include=["common", "udfs", "models", "operators", "jobs", "training", "training.*",
+                                    "registry", "bench", "demo"]),
     install_requires=[
         "apache-flink==2.2.0",
         "kafka-python==3.0.12",

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ROOT, AlertmanagerConfig, VigilConfig
+from common.config import ROOT, AlertmanagerConfig, VigilConfig
 
 ACTIVE = ("open", "escalated")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from models.pipeline import ModelBundle
 from models.shard import FEEDBACK, METRIC, OPS, BatchResult, ShardLogic, ShardState, SweepResult
 from udfs.parse import DeadLetter

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from jobs.config import ROOT
+from common.config import ROOT
 
 
 def start_job(config: Path, bounded: bool = False, log: IO | int = subprocess.DEVNULL,

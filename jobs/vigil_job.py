@@ -29,8 +29,8 @@ from pyflink.datastream.data_stream import KeyedStream
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from jobs.config import ROOT, VigilConfig, project_path
-from models.registry import ensure_compacted_topic, ensure_topic
+from common.config import ROOT, VigilConfig, project_path
+from common.kafka_io import create_topics
 from operators.functions import (
     BATCH_TYPE,
     DEAD_LETTERS,
@@ -252,9 +252,8 @@ def build(cfg: VigilConfig, bounded: bool = False, restore: str | None = None) -
     t_env = StreamTableEnvironment.create(env)
     k = cfg.kafka
     if not k.client_properties():  # with security options the topics are the cluster admins' to create
-        ensure_compacted_topic(k.bootstrap_servers, k.topics.model_updates)
-        ensure_topic(k.bootstrap_servers, k.topics.feedback)
-        ensure_topic(k.bootstrap_servers, k.topics.events)
+        create_topics(k.bootstrap_servers, [k.topics.model_updates], compact=True)
+        create_topics(k.bootstrap_servers, [k.topics.feedback, k.topics.events])
     t_env.execute_sql(_kafka_table("vigil_metrics_raw", k.topics.metrics, k.group_id, _STARTUP[k.startup], bounded,
                                    cfg, "payload BYTES, `partition` INT METADATA VIRTUAL, "
                                         "`offset` BIGINT METADATA VIRTUAL"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: the throughput/latency/memory benchmark (jobs/bench.py; arguments pass through, e.g.
+# `make bench`: the throughput/latency/memory benchmark (bench/throughput.py; arguments pass through, e.g.
 # --series 200 --events 20000), with Kafka and Redis started unless they already run and only what
 # was started stopped at the end (see scripts/with-services.sh for ports).
-exec "$(dirname "$0")/with-services.sh" jobs.bench --store "${ARTIFACTS:-artifacts}" "$@"
+exec "$(dirname "$0")/with-services.sh" bench.throughput --store "${ARTIFACTS:-artifacts}" "$@"

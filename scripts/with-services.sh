@@ -3,7 +3,7 @@
 # make sure model versions exist, and stop only what this script started (whatever the command did).
 # Ports as in scripts/services.sh (VIGIL_KAFKA_PORT, VIGIL_REDIS_PORT); the job and the command are
 # pointed at them unless VIGIL_KAFKA_BOOTSTRAP / VIGIL_REDIS_URL say otherwise.
-# Used by `make run` (jobs.demo), `make bench` (jobs.bench) and `make bench-nab` (jobs.bench_nab).
+# Used by `make run` (demo.run), `make bench` (bench.throughput) and `make bench-nab` (bench.nab).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"

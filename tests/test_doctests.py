@@ -4,13 +4,13 @@ import doctest
 
 import pytest
 
+import registry.shadow
 import training.nab
-import training.shadow
 import training.simulate
 import udfs.parse
 
 
-@pytest.mark.parametrize("module", [udfs.parse, training.simulate, training.nab, training.shadow])
+@pytest.mark.parametrize("module", [udfs.parse, training.simulate, training.nab, registry.shadow])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

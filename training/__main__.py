@@ -1,10 +1,10 @@
-"""Command line: ``python -m training {train,ensure,bench} --store DIR``.
+"""Command line: ``python -m training {train,ensure,backtest} --store DIR``, and the registry's commands
+(:mod:`registry.cli`).
 
 * ``train``  trains, evaluates, parity-checks and publishes all four models, prints a summary
   and writes ``runs/train-<UTC>/report.md``;
 * ``ensure`` trains only if any of the four models has no version yet with the features this code
   computes (``make run`` uses it);
-* ``bench``  prints per-call latencies of the latest versions (a benchmark, never a failure);
 * ``backtest`` runs a rolling-origin backtest of the forecaster over a CSV of series
   (:mod:`training.backtest`).
 
@@ -16,13 +16,12 @@ see :mod:`training.sources`, :mod:`training.drift` and :mod:`training.feedback`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from training import registry_cli
+from registry import cli as registry_cli
 from training.drift import DRIFT_WEIGHT
 from training.export import ParityError
 from training.feedback import HUMAN_WEIGHT
@@ -100,7 +99,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,ensure,bench,backtest,list,show,promote,rollback,unshadow,diff}")
+                                metavar="{train,ensure,backtest,list,show,promote,rollback,unshadow,diff}")
     p = sub.add_parser("train", help="train, evaluate and publish all four models",
                        description="Train, evaluate, export, parity-check and publish all four models.")
     _common(p)
@@ -109,10 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train all four models only if any of them has no version in the store.")
     _common(p)
     _training_args(p)
-    p = sub.add_parser("bench", help="per-call latency of the latest versions",
-                       description="Measure per-call latency (single thread, batch of one) of the latest versions.")
-    _common(p)
-    p.add_argument("-n", type=int, default=5000, help="calls per measurement (default: %(default)s)")
     p = sub.add_parser("backtest", help="rolling-origin backtest of the forecaster on a CSV of series",
                        description="Feed each series of a CSV through the job's series state and forecaster and "
                                    "print sMAPE, MASE and 80%% interval coverage per horizon beside seasonal naive "
@@ -137,9 +132,9 @@ def _topic(topics: Any, names: Sequence[str], default: str) -> str:
 def build_inputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The run's :class:`~training.train.RetrainInputs` from the flags: reads drift events and feedback
     now (from files or topics); a replay is read when the run prepares its data."""
+    from common.kafka_io import client_options, records_from_file, records_from_topic
     from training.drift import parse_drift, parse_time_ms
     from training.feedback import read_feedback
-    from training.kafka_io import client_options, records_from_file, records_from_topic
     from training.sources import DataConfig
     from training.train import RetrainInputs
 
@@ -148,7 +143,7 @@ def build_inputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                     or alerts_from_topic)
     bootstrap, topics, options = args.bootstrap, None, {}
     if kafka_needed:
-        from jobs.config import VigilConfig
+        from common.config import VigilConfig
 
         cfg = VigilConfig.load(args.config)
         bootstrap = bootstrap or cfg.kafka.bootstrap_servers
@@ -292,12 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    if args.command == "bench":
-        from training.bench import measure_latencies
-
-        print(json.dumps(measure_latencies(args.store, n=args.n), indent=2))
-        return 0
-
     from training.train import missing_models, run_training
 
     if args.command == "ensure":
@@ -306,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"all models present in {args.store}; nothing to train")
             return 0
         print(f"no version of {', '.join(missing)} with this release's features in {args.store}; training")
-    from training.kafka_io import TopicReadError
+    from common.kafka_io import TopicReadError
 
     try:
         inputs = build_inputs(args)

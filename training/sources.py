@@ -391,7 +391,7 @@ def series_from_records(values: Iterable[bytes], max_bytes: int = 65536, progres
 
 def read_metrics(cfg: DataConfig, bootstrap: str, topic: str, max_bytes: int = 65536, progress: bool = False) -> Replay:
     """Read the metrics topic (bounded, up to its end offsets at start) into series."""
-    from training.kafka_io import read_topic
+    from common.kafka_io import read_topic
 
     r = read_topic(bootstrap, topic, max_records=cfg.max_records, timeout_s=cfg.timeout_s, must_exist=True,
                    options=dict(cfg.kafka_options), progress=progress)

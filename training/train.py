@@ -58,13 +58,13 @@ from models.features import (
     CLASSIFIER_FEATURES,
     CLUSTERER_FEATURES,
     DETECTOR_FEATURES,
+    FEATURE_SCHEMAS,
     FORECAST_HORIZONS_MIN,
     FORECASTER_FEATURES,
     SERIES_WINDOW_STATE,
     classifier_features,
 )
 from models.forecaster import LEVELS, ForecasterModel
-from models.registry import SCHEMAS
 from training import evaluate as ev
 from training.candidates import TRIGGERS, build_candidates, sample_weights, trigger_counts
 from training.data import Extract, ScenarioSpec, extract, fingerprint
@@ -1207,7 +1207,7 @@ def missing_models(store_root: str | Path) -> list[str]:
         latest = store.latest(name)
         schema = () if latest is None else tuple(
             e["name"] if isinstance(e, dict) else e for e in store.manifest(name, latest).get("feature_schema", []))
-        if schema != tuple(SCHEMAS[name]):
+        if schema != tuple(FEATURE_SCHEMAS[name]):
             out.append(name)
     return out
 

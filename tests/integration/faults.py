@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.pipeline import ModelBundle
 from tests.integration.kafka_helpers import read_all

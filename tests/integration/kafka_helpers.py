@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import yaml
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 
-from jobs.config import DEFAULT_CONFIG
+from common import kafka_io
+from common.config import DEFAULT_CONFIG
 
 TOPICS = ("metrics", "alerts", "forecasts", "dead_letters", "model_events", "feedback", "drift", "shadow", "events")
 
@@ -28,20 +28,13 @@ def job_config(tmp: Path, prefix: str, bootstrap: str, redis_url: str, store: Pa
         raw[sec].update(vals)
     path = tmp / f"{prefix}.yaml"
     path.write_text(yaml.safe_dump(raw))
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(f"{prefix}.{t}", 1, 1) for t in TOPICS])
-    admin.close()
+    kafka_io.create_topics(bootstrap, [f"{prefix}.{t}" for t in TOPICS])
     return path
 
 
 def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> list[int]:
     """Send every payload; return the offset each one got."""
-    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")
-    futures = [p.send(topic, v) for v in payloads]
-    p.flush()
-    offsets = [f.get(timeout=30).offset for f in futures]
-    p.close()
-    return offsets
+    return kafka_io.produce(bootstrap, topic, payloads, linger_ms=10)
 
 
 def read_all(bootstrap: str, topic: str, quiet_s: float = 3.0, committed: bool = True) -> list[dict]:

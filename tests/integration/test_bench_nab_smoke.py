@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bench_nab
-from jobs.config import VigilConfig
+from bench import nab as bench_nab
+from common.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.pipeline import ModelBundle
 from training import nab
@@ -36,7 +36,7 @@ def test_bench_nab_smoke_run_scores_every_row_as_the_detector_logic_does(
     out = tmp_path / "reports"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench_nab", "--files", *FILES, "--limit", str(LIMIT), "--out", str(out),
+        [sys.executable, "-m", "bench.nab", "--files", *FILES, "--limit", str(LIMIT), "--out", str(out),
          "--store", str(trained_store), "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,
          "--topic-prefix", topic_prefix, "--run-dir", str(tmp_path / "run"), "--timeout", "400"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

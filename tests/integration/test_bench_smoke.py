@@ -26,7 +26,7 @@ def test_bench_smoke_run_reports_measured_throughput_latency_and_memory(
     out = tmp_path / "reports"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench", "--series", "12", "--instances", "1", "--events", "30000",
+        [sys.executable, "-m", "bench.throughput", "--series", "12", "--instances", "1", "--events", "30000",
          "--checkpoint-interval-ms", "200", "--rate", "100", "--duration", "4", "--spikes", "4", "--drain", "5",
          "--state-series", "12",
          "--out", str(out), "--store", str(trained_store), "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,

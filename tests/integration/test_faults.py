@@ -264,7 +264,7 @@ def test_after_a_restore_the_job_serves_the_versions_it_was_told(
     import shutil
 
     from models.artifact import ArtifactStore, content_version
-    from models.registry import kafka_publisher
+    from registry.client import kafka_publisher
     from tests.integration.kafka_helpers import read_all, wait_for
 
     store_root = tmp_path / "store"

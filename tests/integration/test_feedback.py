@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.context import connect, seed

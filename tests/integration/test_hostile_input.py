@@ -8,10 +8,9 @@ from collections import Counter
 
 import pytest
 import yaml
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
+from common.kafka_io import create_topics
 from jobs.inprocess import InProcessJob
 from models.pipeline import ModelBundle
 from tests.integration.kafka_helpers import job_config, produce, read_all
@@ -34,9 +33,7 @@ def test_ten_thousand_hostile_records_are_scored_or_dead_lettered_and_the_job_su
     raw = yaml.safe_load(cfg_path.read_text())
     raw["kafka"]["topics"]["scores"] = f"{topic_prefix}.scores"
     cfg_path.write_text(yaml.safe_dump(raw))
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(f"{topic_prefix}.scores", 1, 1)])
-    admin.close()
+    create_topics(kafka_bootstrap, [f"{topic_prefix}.scores"])
 
     normal = [json.dumps(e).encode() for e in
               generate(seed=4, hours=0.5, start_ms=START, instances=2, business_metric=False).events]
@@ -77,9 +74,7 @@ def test_one_event_an_hour_ahead_loses_no_later_event(tmp_path, trained_store, k
     raw["validation"]["max_future_s"] = 300  # the shipped bound
     raw["kafka"]["topics"]["scores"] = f"{topic_prefix}.scores"
     cfg_path.write_text(yaml.safe_dump(raw))
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(f"{topic_prefix}.scores", 1, 1)])
-    admin.close()
+    create_topics(kafka_bootstrap, [f"{topic_prefix}.scores"])
     now_ms = int(__import__("time").time() * 1000)
     start = now_ms - now_ms % 60_000 - 40 * 60_000  # 40 minutes of one sample a minute, ending now
     events = generate(seed=6, hours=40 / 60, start_ms=start, instances=2, business_metric=False).events

@@ -13,10 +13,10 @@ import pytest
 from jobs.launch import start_job, stop_job
 from models.artifact import ArtifactStore, content_version
 from models.context import connect, seed
-from models.registry import Registry, kafka_publisher
+from registry.client import Registry, kafka_publisher
+from registry.shadow import live_diff
 from tests.contracts import check_all
 from tests.integration.kafka_helpers import job_config, produce, read_all, wait_for
-from training.shadow import live_diff
 from training.simulate import SERVICES, generate
 from training.train import train_all
 

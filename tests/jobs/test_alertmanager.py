@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from common.config import AlertmanagerConfig, VigilConfig
 from jobs.alertmanager import Forwarder, to_alertmanager
-from jobs.config import AlertmanagerConfig, VigilConfig
 from jobs.inprocess import InProcessJob
 from models.pipeline import ModelBundle
 from training.simulate import SERVICES, Incident, generate

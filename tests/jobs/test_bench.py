@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bench, bench_baseline
-from jobs.benchkit import write_job_config
+from bench import baseline as bench_baseline
+from bench import throughput as bench
+from bench.kit import write_job_config
 from udfs.parse import ParseLimits, parse_record
 
 

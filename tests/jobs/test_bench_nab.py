@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bench_nab
-from jobs.config import TopicsConfig
+from bench import nab as bench_nab
+from common.config import TopicsConfig
 from training import nab
 
 
@@ -83,8 +83,8 @@ def test_config_puts_every_topic_under_the_prefix_and_opens_the_replay_bounds(tm
 def test_a_nab_trained_detector_is_refused_before_measuring(tmp_path, trained_store):
     import shutil
 
-    from jobs.bench_nab import MeasurementError, refuse_nab_trained
-    from jobs.config import VigilConfig
+    from bench.nab import MeasurementError, refuse_nab_trained
+    from common.config import VigilConfig
     from models.artifact import ArtifactStore
 
     root = tmp_path / "store"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jobs.config import DEFAULT_CONFIG, VigilConfig
+from common.config import DEFAULT_CONFIG, VigilConfig
 from models.config import ConfigError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from models.pipeline import ModelBundle
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.pipeline import EntityState, SeriesState, iso
 from training.simulate import SERVICES, Incident, generate

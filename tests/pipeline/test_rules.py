@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.config import ConfigError, RulesConfig, build
 from models.pipeline import EntityState

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from models.pipeline import SeriesLogic, SeriesState
 from udfs.parse import MetricEvent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.config import VigilConfig
+from common.config import VigilConfig
 from jobs.inprocess import InProcessJob
 from models.features import CLASSIFIER_FEATURES, ENTITY_METRICS, classifier_features
 from models.pipeline import ModelBundle, iso

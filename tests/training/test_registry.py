@@ -9,7 +9,7 @@ import pytest
 
 from models.artifact import ArtifactStore
 from models.context import connect
-from models.registry import Registry, RegistryError
+from registry.client import Registry, RegistryError
 
 pytestmark = pytest.mark.integration
 

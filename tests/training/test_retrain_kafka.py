@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from retrain_helpers import drift_event, judged_alerts, manifests, tiny_specs, train_args
 
+from common.kafka_io import TopicReadError, read_topic
 from models.artifact import ArtifactStore
 from training.__main__ import main
-from training.kafka_io import TopicReadError, read_topic
 from training.simulate import generate
 from training.train import MODEL_NAMES, TrainConfig
 

@@ -209,7 +209,7 @@ def test_data_config_is_validated() -> None:
         DataConfig(background=-1)
 
 
-@pytest.mark.parametrize("module", ["training.kafka_io", "training.drift"])
+@pytest.mark.parametrize("module", ["common.kafka_io", "training.drift"])
 def test_docstring_examples_of_the_retraining_modules(module: str) -> None:
     import doctest
     import importlib

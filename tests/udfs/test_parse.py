@@ -408,7 +408,7 @@ def test_feedback_takes_the_service_from_an_escaped_series_key():
 # -- model updates ----------------------------------------------------------------------------------
 
 def test_model_update_as_the_registry_writes_it():
-    from models.registry import update_event
+    from registry.client import update_event
 
     ev = update_event("forecaster", "v-00aa11bb22cc", "shadow", None, "promote", "cli")
     assert parse_model_update(json.dumps(ev).encode()) == ModelUpdate("forecaster", "v-00aa11bb22cc", "shadow")
@@ -444,8 +444,10 @@ def test_model_update_fields_are_validated(change, reason):
 
 
 def test_model_update_vocabulary_matches_the_model_side():
-    from models import artifact, registry
+    from models import artifact
+    from models.features import FEATURE_SCHEMAS
+    from registry import client as registry
 
-    assert MODEL_NAMES == tuple(registry.SCHEMAS) and MODEL_ALIASES == registry.ALIASES
+    assert MODEL_NAMES == tuple(FEATURE_SCHEMAS) and MODEL_ALIASES == registry.ALIASES
     assert MODEL_UPDATE_SCHEMA == registry.UPDATE_SCHEMA
     assert VERSION_PATTERN.pattern == artifact.VERSION_PATTERN.pattern

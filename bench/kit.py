@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from jobs.config import DEFAULT_CONFIG, ROOT, TopicsConfig, VigilConfig, _merge
+from common import kafka_io
+from common.config import DEFAULT_CONFIG, ROOT, TopicsConfig, VigilConfig, _merge
 
 LIBRARIES = ("apache-flink", "kafka-python", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "river", "redis",
              "PyYAML")
@@ -55,36 +56,11 @@ def job_topics(cfg: VigilConfig) -> list[str]:
     return [getattr(t, f.name) for f in dataclasses.fields(TopicsConfig) if getattr(t, f.name) is not None]
 
 
-def create_topics(bootstrap: str, topics: Iterable[str]) -> None:
-    """One-partition topics (those that exist already are left as they are)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        for t in topics:
-            try:
-                admin.create_topics([NewTopic(t, 1, 1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
-
-
 def delete_topics(bootstrap: str, topics: Iterable[str]) -> str | None:
     """Delete those of ``topics`` that exist; an error message instead of an exception (leftover
     topics are untidy, not a failed measurement)."""
-    from kafka import KafkaAdminClient
-
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            mine = set(topics) & set(admin.list_topics())
-            if mine:
-                admin.delete_topics(sorted(mine))
-        finally:
-            admin.close()
+        kafka_io.delete_topics(bootstrap, topics)
     except Exception as e:  # noqa: BLE001
         return str(e)
     return None
@@ -92,41 +68,10 @@ def delete_topics(bootstrap: str, topics: Iterable[str]) -> str | None:
 
 def produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> None:
     """Send every payload (acks from all replicas), or raise :class:`MeasurementError`."""
-    from kafka import KafkaProducer
-
-    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks="all")
-    futures = [p.send(topic, v) for v in payloads]
-    p.flush()
-    p.close()
-    failed = [f for f in futures if f.failed()]
-    if failed:
-        raise MeasurementError(f"{len(failed)} of {len(payloads)} records could not be produced: "
-                               f"{failed[0].exception}")
-
-
-def high_watermark(bootstrap: str, topic: str) -> int:
-    """The end offset of partition 0 (uncommitted transactions included)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
-    tp = TopicPartition(topic, 0)
     try:
-        return int(c.end_offsets([tp])[tp])
-    finally:
-        c.close()
-
-
-def committed_offset(admin: Any, group: str, topic: str) -> int:
-    """The offset ``group`` has committed on partition 0 of ``topic`` (0 when none yet)."""
-    from kafka import TopicPartition
-    from kafka.errors import KafkaError
-
-    tp = TopicPartition(topic, 0)
-    try:
-        offs = admin.list_group_offsets(group).get(group, {})
-    except KafkaError:  # on a new broker the group coordinator takes a moment to exist
-        return 0
-    return offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
+        kafka_io.produce(bootstrap, topic, payloads)
+    except kafka_io.ProduceError as e:
+        raise MeasurementError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def live_diff(records: Iterable[dict[str, Any]], model: str, production: str, sh
 def read_shadow_topic(bootstrap: str, topic: str, max_records: int | None = None,
                       timeout_s: float = 60.0) -> list[dict[str, Any]]:
     """Every committed record of the shadow topic up to its current end (the latest ``max_records``)."""
-    from training.kafka_io import read_topic
+    from common.kafka_io import read_topic
 
     out = []
     for rec in read_topic(bootstrap, topic, max_records=max_records, timeout_s=timeout_s).records:

@@ -6,7 +6,7 @@ same load:
 - the job with exactly-once sinks (``job.delivery: exactly_once``, the shipped default), its
   alerts read ``read_committed``;
 - the job with at-least-once sinks, its alerts read ``read_uncommitted``;
-- the baseline, :mod:`jobs.bench_baseline`: a kafka-python loop with one river HalfSpaceTrees per
+- the baseline, :mod:`bench.baseline`: a kafka-python loop with one river HalfSpaceTrees per
   series.
 
 For each: (1) **throughput**: a backlog of ``--events`` events over ``--series`` series (a fleet of
@@ -56,12 +56,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jobs import bench_baseline
-from jobs.benchkit import (
+from bench import baseline as bench_baseline
+from bench.kit import (
     MeasurementError,
     PeakMemory,
-    committed_offset,
-    create_topics,
     delete_topics,
     environment,
     fmt,
@@ -71,7 +69,8 @@ from jobs.benchkit import (
     produce,
     write_job_config,
 )
-from jobs.config import DEFAULT_CONFIG, ROOT, VigilConfig
+from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
+from common.kafka_io import create_topics, group_offset
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.context import connect
@@ -404,7 +403,7 @@ class Runner:
         else:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), env.get("PYTHONPATH", "")) if x)
-            p = subprocess.Popen([sys.executable, "-m", "jobs.bench_baseline", "--bootstrap", self.bootstrap,
+            p = subprocess.Popen([sys.executable, "-m", "bench.baseline", "--bootstrap", self.bootstrap,
                                   "--topic", t.metrics, "--alerts", t.alerts, "--group", t.group,
                                   "--stats", str(self.run_dir / f"{t.name}.stats.json"),
                                   "--commit-every-s", str(self.commit_every_s)],
@@ -448,7 +447,7 @@ class Runner:
             next_note = time.time() + 15
             while True:
                 now = time.time()
-                c = committed_offset(admin, t.group, t.metrics)
+                c = group_offset(self.bootstrap, t.group, t.metrics, admin=admin)
                 samples.append((now, c))
                 if c >= backlog_n:
                     break
@@ -571,7 +570,7 @@ class Runner:
         lat = [(got[k] - sent[k]) * 1000 for k in got]
         by_time = [(got[k] - sent[k]) * 1000 for k in sorted(got, key=sent.__getitem__)]
         third = max(len(by_time) // 3, 1)
-        committed = committed_offset(admin, t.group, t.metrics)
+        committed = group_offset(self.bootstrap, t.group, t.metrics, admin=admin)
         backlog_n = self.backlog_n
         return {"rate": rate, "duration_s": a.duration, "events": total, "produce_s": round(produce_s, 2),
                 "spikes": len(sent), "matched": len(got), "other_alerts": len(watch.seen) - len(got),
@@ -719,7 +718,7 @@ def build_report(args: argparse.Namespace, fleet: Fleet, results: dict[str, dict
             "job_launcher_python_rss": mem_job.get("python -m jobs.vigil_job"),
             "job_jvm_heap_used": (eo["memory"]["jvm_heap_peak_mib"] or {}).get("used"),
             "job_jvm_heap_max": (eo["memory"]["jvm_heap_peak_mib"] or {}).get("max"),
-            "baseline_process_rss": base["memory"]["peak_rss_mib"].get("python -m jobs.bench_baseline")
+            "baseline_process_rss": base["memory"]["peak_rss_mib"].get("python -m bench.baseline")
             or (round(bstats["peak_rss_kb"] / 1024, 1) if bstats.get("peak_rss_kb") else None),
         },
         "cores": env["cores"],
@@ -796,7 +795,7 @@ METHOD = [
     "the Python operators run embedded in the Flink JVM, so the `java` figure holds the JVM and the Python "
     "interpreter with its ONNX sessions; its heap is bounded by `-Xmx` (`--job-heap`) and its peak use read from "
     "the JVM's metrics. The launching Python process (`python -m jobs.vigil_job`) is shown apart.",
-    "The baseline is `jobs.bench_baseline`: a kafka-python consumer loop, one river "
+    "The baseline is `bench.baseline`: a kafka-python consumer loop, one river "
     "`QuantileFilter(MinMaxScaler | HalfSpaceTrees(n_trees=10, height=6, window_size=50), q=0.995)` per series "
     "on the event's value (no alert before a series' 76th sample: 50 that only teach the trees, 25 scored), "
     "score then learn, an alert "
@@ -920,7 +919,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=500, help="number of series (default: %(default)s)")
     ap.add_argument("--instances", type=int, default=2, help="instances per service (default: %(default)s)")
     ap.add_argument("--events", type=int, default=400_000,

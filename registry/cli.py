@@ -56,10 +56,11 @@ def add_commands(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.config import VigilConfig
+    from common.config import VigilConfig
     from models.artifact import ArtifactStore
     from models.context import connect
-    from models.registry import SCHEMAS, Registry, RegistryError, kafka_publisher
+    from models.features import FEATURE_SCHEMAS
+    from registry.client import Registry, RegistryError, kafka_publisher
 
     cfg = VigilConfig.load(args.config)
     store = ArtifactStore(args.store)
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     reg = Registry(store, connect(cfg.redis.url, timeout_s=cfg.redis.timeout_s), publish)
     try:
         if args.command == "list":
-            for model in [args.model] if args.model else sorted(SCHEMAS):
+            for model in [args.model] if args.model else sorted(FEATURE_SCHEMAS):
                 reg.sync(model)
                 aliases = reg.aliases(model)
                 print(f"{model}:")
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "unshadow":
             print(json.dumps(reg.clear_shadow(args.model, args.by)))
         elif args.live:
-            from training.shadow import live_diff, read_shadow_topic
+            from registry.shadow import live_diff, read_shadow_topic
 
             recs = read_shadow_topic(cfg.kafka.bootstrap_servers, cfg.kafka.topics.shadow, args.max_records)
             d = live_diff(recs, args.model, args.a, args.b)

@@ -6,7 +6,7 @@ releases the GIL on every call. This measures the detector's ``score_one`` from 
 threads at once, with and without some pure-Python work between calls (as an operator has), and
 prints thread CPU and wall microseconds per iteration for each thread. It fails nothing::
 
-    python -m jobs.bench_gil --store artifacts
+    python -m bench.gil --store artifacts
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def run(bundle: ModelBundle, threads: int, calls: int, python_work: int) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m jobs.bench_gil", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.gil", description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="artifacts", help="artifact store (default: %(default)s)")
     ap.add_argument("--calls", type=int, default=3000, help="calls per thread (default: %(default)s)")
     args = ap.parse_args(argv)

@@ -99,7 +99,7 @@ def run(store: str, out_dir: Path, runs_dir: Path, nab: str | None = None) -> di
 def markdown(r: dict[str, Any]) -> str:
     lines = [f"# Forecast backtest on NAB's real series (commit `{r['commit']}`)", "",
              f"Forecaster `{r['forecaster_version']}`, measured {r['measured_at']} by `make bench-forecast` "
-             "(`training/bench_forecast.py`). Rolling origins every 7 samples, strictly causal; the series "
+             "(`bench/forecast.py`). Rolling origins every 7 samples, strictly causal; the series "
              "were never used in training. Targets: sMAPE at least 10% below seasonal naive (mean over "
              "steps), 80% interval covering 75% to 85%.", ""]
     for name, fig in r["settings"].items():
@@ -118,7 +118,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.bench_forecast", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.forecast", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", default="artifacts")
     p.add_argument("--out", default="reports", help="where forecast.json, forecast.md and plots go")
     p.add_argument("--runs-dir", default="runs/bench-forecast", help="where the series CSVs go")

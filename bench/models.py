@@ -1,4 +1,5 @@
-"""Per-call latency of the four published models (a benchmark: it reports, it never fails).
+"""Per-call latency of the four published models (a benchmark: it reports, it never fails):
+``python -m bench.models [--store artifacts] [-n 5000]`` prints them as JSON.
 
 Measured the way the job calls them: one onnxruntime session per model, one thread, batch of
 one (the forecaster's natural batch is its five horizon rows), after a warm-up.
@@ -73,3 +74,19 @@ def measure_latencies(store_root: str | Path, n: int = 5000) -> dict[str, dict[s
         },
     }
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default="artifacts", help="artifact store (default: %(default)s)")
+    p.add_argument("-n", type=int, default=5000, help="calls per measurement (default: %(default)s)")
+    args = p.parse_args(argv)
+    print(json.dumps(measure_latencies(args.store, n=args.n), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

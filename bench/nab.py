@@ -41,17 +41,18 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from jobs.benchkit import (
+from bench.kit import (
     MeasurementError,
+    delete_topics,
     environment,
     fmt,
     git_state,
-    high_watermark,
     job_topics,
     produce,
     write_job_config,
 )
-from jobs.config import DEFAULT_CONFIG, ROOT, VigilConfig
+from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
+from common.kafka_io import create_topics, end_offset, group_progress
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.artifact import ArtifactStore, resolve_version
@@ -175,17 +176,8 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 20.0, settle_s: float
 
 
 def _progress(bootstrap: str, group: str, topic: str) -> str:
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        c = KafkaConsumer(bootstrap_servers=bootstrap)
-        tp = TopicPartition(topic, 0)
-        end = c.end_offsets([tp])[tp]
-        offs = admin.list_group_offsets(group).get(group, {})
-        done = offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
-        c.close()
-        admin.close()
+        done, end = group_progress(bootstrap, group, topic)
         return f"{done}/{end} records committed by the job ({100 * done / max(end, 1):.0f}%)"
     except Exception as e:  # noqa: BLE001 - progress is a courtesy; never fail the run for it
         return f"progress unknown ({e})"
@@ -460,7 +452,7 @@ def by_category(corpus: Sequence[nab.NabFile], result: nab.ProfileResult) -> dic
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m jobs.bench_nab", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__.splitlines()[0])
     ap.add_argument("--nab-root", default=None, help="NAB folder (default: $VIGIL_NAB_ROOT or ../shared/datasets/nab)")
     ap.add_argument("--files", nargs="+", default=None,
                     help="only these files (key such as realKnownCause/nyc_taxi.csv, file name, stem or category)")
@@ -505,13 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     refuse_nab_trained(cfg)
     print(f"[bench-nab] {len(corpus)} files, {len(rows):,} rows; topics {prefix}.*; run folder {run_dir}", flush=True)
 
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=boot)
     # the model-updates topic (when the job has one) is the job's to create, compacted
     job_made = {getattr(topics, "model_updates", None)}
-    admin.create_topics([NewTopic(t, 1, 1) for t in job_topics(cfg) if t not in job_made])
+    create_topics(boot, [t for t in job_topics(cfg) if t not in job_made])
     try:
         t0 = time.time()
         produce(boot, topics.metrics, [r.payload for r in rows])
@@ -527,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except MeasurementError as e:
                 # PyFlink's gateway JVM sometimes fails to start on a loaded machine; a job that wrote
                 # nothing (not even an open transaction) can simply be run again
-                if attempts >= 2 or high_watermark(boot, scores) > 0:
+                if attempts >= 2 or end_offset(boot, scores) > 0:
                     raise
                 print(f"[bench-nab] the job failed before writing any score; running it again ({e})".splitlines()[0],
                       flush=True)
@@ -539,13 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(dead_stream)} dead letters", flush=True)
     finally:
         if not args.keep_topics:
-            try:
-                mine = set(job_topics(cfg)) & set(admin.list_topics())
-                if mine:
-                    admin.delete_topics(sorted(mine))
-            except Exception as e:  # noqa: BLE001 - leftover topics are untidy, not a failed measurement
-                print(f"[bench-nab] could not delete the run's topics: {e}", file=sys.stderr)
-        admin.close()
+            err = delete_topics(boot, job_topics(cfg))
+            if err:
+                print(f"[bench-nab] could not delete the run's topics: {err}", file=sys.stderr)
     if dead_stream:
         (run_dir / "dead_letters.jsonl").write_text("\n".join(dead_stream) + "\n")
     stream_rows = align(corpus, stream, "streaming")

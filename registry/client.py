@@ -20,15 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from common.kafka_io import create_topics
 from models.artifact import ArtifactError, ArtifactStore
-from models.features import CLASSIFIER_FEATURES, CLUSTERER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES
+from models.features import FEATURE_SCHEMAS
 
-SCHEMAS: dict[str, tuple[str, ...]] = {
-    "detector": DETECTOR_FEATURES,
-    "forecaster": FORECASTER_FEATURES,
-    "clusterer": CLUSTERER_FEATURES,
-    "classifier": CLASSIFIER_FEATURES,
-}
 UPDATE_SCHEMA = "vigil.model-update/v1"
 ALIASES = ("production", "shadow")
 
@@ -60,8 +55,8 @@ class Registry:
         self.publish_update = publish_update
 
     def _check_model(self, name: str) -> None:
-        if name not in SCHEMAS:
-            raise RegistryError(f"Unknown model {name!r}. Known models: {sorted(SCHEMAS)}.")
+        if name not in FEATURE_SCHEMAS:
+            raise RegistryError(f"Unknown model {name!r}. Known models: {sorted(FEATURE_SCHEMAS)}.")
 
     def sync(self, name: str) -> list[str]:
         """Index every version the store holds (by creation time); return them oldest first."""
@@ -96,7 +91,7 @@ class Registry:
         if alias not in ALIASES:
             raise RegistryError(f"Unknown alias {alias!r}. Known aliases: {list(ALIASES)}.")
         try:
-            self.store.load(name, version, SCHEMAS[name])
+            self.store.load(name, version, FEATURE_SCHEMAS[name])
         except ArtifactError as e:
             raise RegistryError(f"Refusing to promote {name} {version}: {e}") from e
         self.sync(name)
@@ -159,32 +154,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def ensure_topic(bootstrap: str, topic: str, compact: bool = False) -> bool:
-    """Create ``topic`` (with ``cleanup.policy=compact`` when ``compact``) unless it exists; True if created."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"} if compact else {})])
-        return True
-    except TopicAlreadyExistsError:
-        return False
-    finally:
-        admin.close()
-
-
-def ensure_compacted_topic(bootstrap: str, topic: str) -> bool:
-    """Create compacted ``topic`` unless it exists; True if it was created."""
-    return ensure_topic(bootstrap, topic, compact=True)
-
-
 def kafka_publisher(bootstrap: str, topic: str, **props: Any) -> Callable[[dict], None]:
     """A ``publish_update`` that writes events to ``topic`` keyed by model name, and waits for the ack."""
     from kafka import KafkaProducer
 
-    ensure_compacted_topic(bootstrap, topic)
+    create_topics(bootstrap, [topic], compact=True)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **props)
 
     def publish(event: dict) -> None:

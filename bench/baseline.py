@@ -10,7 +10,7 @@ at-least-once like the job in that mode. It reads the native event shape only an
 validation, dead letters, forecasts, clustering, classification or dedup: the least a user would
 write, which is what a ratio against it should be against.
 
-Run as a process of its own by :mod:`jobs.bench` (its memory is measured apart) until TERM; on
+Run as a process of its own by :mod:`bench.throughput` (its memory is measured apart) until TERM; on
 exit it writes its own counts to ``--stats`` (JSON).
 """
 
@@ -96,7 +96,7 @@ class Baseline:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.bench_baseline", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True, help="metrics topic to read")
     ap.add_argument("--alerts", required=True, help="topic to write alerts to")

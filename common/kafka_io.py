@@ -1,18 +1,23 @@
-"""Bounded reads of a Kafka topic for retraining: what the topic holds when the read starts.
+"""Kafka I/O for every layer: topic administration, producing, end offsets and a consumer group's
+progress, and bounded reads of a topic.
 
-:func:`read_topic` takes the end offsets of every partition once, at the start, and reads up to
-them (committed records only: the job's sinks are transactional), so a topic that keeps growing
-while it is read still gives a finite, well-defined snapshot. ``max_records`` bounds the read to
-the *latest* records (each partition's share in proportion to what it holds), since retraining
-wants the most recent behaviour. No consumer group is joined and nothing is committed: reading
-for training never moves the job's offsets.
+Topics made here have one partition and one replica (the job reads each topic with one source
+split per partition; one partition keeps a replay in order). :func:`produce` waits for every
+acknowledgement and raises :class:`ProduceError` naming how many records failed.
+
+Bounded reads (for retraining): :func:`read_topic` takes the end offsets of every partition once,
+at the start, and reads up to them (committed records only: the job's sinks are transactional),
+so a topic that keeps growing while it is read still gives a finite, well-defined snapshot.
+``max_records`` bounds the read to the *latest* records (each partition's share in proportion to
+what it holds), since retraining wants the most recent behaviour. No consumer group is joined and
+nothing is committed: reading for training never moves the job's offsets.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +182,99 @@ def records_from_topic(bootstrap: str, topic: str, *, max_records: int | None = 
     r = read_topic(bootstrap, topic, max_records=max_records, timeout_s=timeout_s, options=options,
                    progress=progress)
     return [(f"{topic}:{rec.partition}:{rec.offset}", rec.value) for rec in r.records], r
+
+
+class ProduceError(RuntimeError):
+    """Some records could not be produced; the message says how many and why."""
+
+
+def create_topics(bootstrap: str, topics: Iterable[str], *, compact: bool = False) -> list[str]:
+    """Create each of ``topics`` that does not exist yet (compacted when ``compact``); returns those created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    configs = {"cleanup.policy": "compact"} if compact else {}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    created = []
+    try:
+        for t in topics:
+            try:
+                admin.create_topics([NewTopic(t, 1, 1, topic_configs=configs)])
+                created.append(t)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+    return created
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str]) -> list[str]:
+    """Delete those of ``topics`` that exist; returns them."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        mine = sorted(set(topics) & set(admin.list_topics()))
+        if mine:
+            admin.delete_topics(mine)
+        return mine
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, payloads: Sequence[bytes], *, keys: Sequence[bytes | None] | None = None,
+            **options: Any) -> list[int]:
+    """Send every payload (acks from all replicas unless ``options`` say otherwise) and wait for them;
+    returns the offset each got, or raises :class:`ProduceError`."""
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, **{"linger_ms": 20, "batch_size": 512 * 1024, "acks": "all",
+                                                        **options})
+    try:
+        futures = [p.send(topic, v, key=None if keys is None else keys[i]) for i, v in enumerate(payloads)]
+        p.flush()
+    finally:
+        p.close()
+    failed = [f for f in futures if f.failed()]
+    if failed:
+        raise ProduceError(f"{len(failed)} of {len(payloads)} records could not be produced to {topic}: "
+                           f"{failed[0].exception}")
+    return [f.value.offset for f in futures]
+
+
+def end_offset(bootstrap: str, topic: str, *, committed: bool = False) -> int:
+    """The end offset of partition 0 of ``topic``: of committed transactions only when ``committed``,
+    else the high watermark (open transactions included)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap,
+                      isolation_level="read_committed" if committed else "read_uncommitted")
+    tp = TopicPartition(topic, 0)
+    try:
+        return int(c.end_offsets([tp])[tp])
+    finally:
+        c.close()
+
+
+def group_offset(bootstrap: str, group: str, topic: str, *, admin: Any = None) -> int:
+    """The offset consumer group ``group`` has committed on partition 0 of ``topic`` (0 when none yet).
+    A caller that polls passes its own ``KafkaAdminClient`` as ``admin``."""
+    from kafka import KafkaAdminClient, TopicPartition
+    from kafka.errors import KafkaError
+
+    tp = TopicPartition(topic, 0)
+    client = admin if admin is not None else KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offs = client.list_group_offsets(group).get(group, {})
+    except KafkaError:  # on a new broker the group coordinator takes a moment to exist
+        return 0
+    finally:
+        if admin is None:
+            client.close()
+    return offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
+
+
+def group_progress(bootstrap: str, group: str, topic: str, *, admin: Any = None) -> tuple[int, int]:
+    """(records ``group`` has committed, records in the topic) on partition 0 of ``topic``."""
+    return group_offset(bootstrap, group, topic, admin=admin), end_offset(bootstrap, topic)

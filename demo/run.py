@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from jobs.config import ROOT, VigilConfig
+from common.config import ROOT, VigilConfig
+from common.kafka_io import create_topics, group_progress
 from jobs.launch import start_job, stop_job
 from models.context import connect, seed
 from training.simulate import SERVICES, Incident, generate, incident_series
@@ -77,18 +76,6 @@ class Collector(threading.Thread):
                 if self.stop_flag.is_set():
                     break
         self.consumer.close()
-
-
-def job_lag(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str, topic: str) -> tuple[int, int]:
-    """(records the job has committed, records in the topic)."""
-    tp = TopicPartition(topic, 0)
-    end = consumer.end_offsets([tp])[tp]
-    try:
-        offs = admin.list_group_offsets(group).get(group, {})
-    except KafkaError:  # on a new broker the group coordinator takes a moment to exist
-        offs = {}
-    done = offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
-    return done, end
 
 
 def match(alert: dict, inc: Incident) -> bool:
@@ -187,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     seed(connect(cfg.redis.url), SERVICES)
     print(f"[demo] seeded service context for {len(SERVICES)} services into Redis ({cfg.redis.url})")
 
-    admin = KafkaAdminClient(bootstrap_servers=boot)
-    admin.create_topics([NewTopic(t, 1, 1) for t in (topics.metrics, topics.alerts, topics.forecasts,
-                                                     topics.dead_letters, topics.drift)])
+    create_topics(boot, [topics.metrics, topics.alerts, topics.forecasts, topics.dead_letters, topics.drift])
     now = int(time.time() * 1000)
     start = now - int(args.hours * 3_600_000)
     start -= start % 60_000
@@ -222,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] replayed {produced} events ({len(scen.incidents)} incidents injected) and "
           f"{sum(expected_dead.values())} malformed records in {time.time() - t0:.1f} s")
 
-    lag_consumer = KafkaConsumer(bootstrap_servers=boot)
+    admin = KafkaAdminClient(bootstrap_servers=boot)
     deadline = time.time() + args.timeout
     status = 0
     quiet_since, last_seen = time.time(), -1
     try:
         while True:
             time.sleep(2)
-            done, end = job_lag(admin, lag_consumer, cfg.kafka.group_id, topics.metrics)
+            done, end = group_progress(boot, cfg.kafka.group_id, topics.metrics, admin=admin)
             n_alerts = len(alerts_c.items)
             print(f"[demo] job consumed {done}/{end} records ({100 * done / max(end, 1):.0f}%), "
                   f"alerts {n_alerts}, dead letters {len(dead_c.items)}", flush=True)
