@@ -136,6 +136,10 @@ class ScoringConfig:
     entity_tag: str = "instance"
     cluster_adapt_rate: float = 0.01
     cluster_alert_above: float = 0.9
+    cluster_reassign_s: int = 60  # an entity is re-assigned to a cluster at most this often (event time)
+    cluster_adapt_below: float = 0.5  # centroids adapt only to points with an outlier score below this
+    cluster_streak: int = 3  # evaluations in a row at or above cluster_alert_above that raise a candidate
+    breach_streak: int = 2  # forecasts in a row that breach a limit in time that raise a candidate
     # Page-Hinkley drift tests per series: on the detector's score, and on the forecaster's
     # 5-minute residual in units of the series' robust scale
     drift_score: DriftConfig = field(default_factory=DriftConfig)
@@ -159,6 +163,10 @@ class ScoringConfig:
         check_str(self, "entity_tag", self.entity_tag)
         check_number(self, "cluster_adapt_rate", self.cluster_adapt_rate, 0.0, 1.0)
         check_number(self, "cluster_alert_above", self.cluster_alert_above, 0.0, 1.0)
+        check_positive_int(self, "cluster_reassign_s", self.cluster_reassign_s, allow_zero=True)
+        check_number(self, "cluster_adapt_below", self.cluster_adapt_below, 0.0, 1.0)
+        check_positive_int(self, "cluster_streak", self.cluster_streak)
+        check_positive_int(self, "breach_streak", self.breach_streak)
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,18 @@ class AlertConfig:
     feedback_decay: float = 0.9
     feedback_prior: float = 2.0
     demote_fp_above: float = 0.5
+    # severity of a forecast alert by its time to breach, and of a cluster alert by its outlier score
+    breach_critical_s: int = 1800
+    breach_high_s: int = 7200
+    cluster_high_above: float = 0.97
 
     def __post_init__(self) -> None:
+        check_positive_int(self, "breach_critical_s", self.breach_critical_s)
+        check_positive_int(self, "breach_high_s", self.breach_high_s)
+        if self.breach_high_s < self.breach_critical_s:
+            raise ConfigError(f"The 'breach_high_s' parameter of AlertConfig must be at least breach_critical_s "
+                              f"({self.breach_critical_s}). Got {self.breach_high_s!r}.")
+        check_number(self, "cluster_high_above", self.cluster_high_above, 0.0, 1.0)
         check_number(self, "feedback_decay", self.feedback_decay, 0.0, 1.0)
         check_number(self, "feedback_prior", self.feedback_prior, 0.0, 1e6)
         check_number(self, "demote_fp_above", self.demote_fp_above, 0.0, 1.0)

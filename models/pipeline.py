@@ -136,6 +136,23 @@ LOADERS: dict[str, Any] = {"detector": DetectorModel, "forecaster": ForecasterMo
                            "classifier": ClassifierModel}
 
 
+class Versions(NamedTuple):
+    """The model versions that scored a sample."""
+
+    detector: str
+    forecaster: str
+
+
+class Assignment(NamedTuple):
+    """An entity's latest cluster assignment, as its service's state keeps it."""
+
+    eval_ts_ms: float  # event time of the evaluation
+    cluster_id: float
+    distance: float
+    outlier: float  # the clusterer's outlier score there
+    streak: float  # evaluations in a row with ``outlier`` at or above ``cluster_alert_above``
+
+
 class Scored(NamedTuple):
     """What the series operator tells the entity operator about one sample."""
 
@@ -154,7 +171,7 @@ class Scored(NamedTuple):
     forecast: tuple[dict, ...] | None
     time_to_breach_s: float | None
     limit: float | None
-    versions: tuple[str, str]  # detector, forecaster
+    versions: Versions
     evidence: float = 0.0  # the detector's own score, before the series' surprise (models.surprise)
     effects: Effects = NONE  # the business rules that applied to the sample (models.rules)
     base_threshold: float | None = None  # the bar before the rules moved it (None: they did not)
@@ -438,7 +455,7 @@ class SeriesLogic:
                     ttb = fc_m.time_to_breach(forecast, x, limit)
                     soon = ttb is not None and ttb <= self.cfg.breach_alert_within_min * 60
                     st.breach_streak = st.breach_streak + 1 if soon else 0
-                    if not trigger and st.breach_streak >= 2:
+                    if not trigger and st.breach_streak >= self.cfg.breach_streak:
                         trigger = "forecast"
                 if st.since_forecast >= self.cfg.forecast_every:
                     st.since_forecast = 0
@@ -459,7 +476,7 @@ class SeriesLogic:
             out.append(Scored(ev.series, ev.service, ev.metric, ev.tags, ev.tag(entity_tag), ev.ts_ms, x,
                               score_of.get(i, 0.0), thr_of.get(i, 1.0), trigger,
                               tuple(det) if det is not None else None, rob[0] if rob else x, forecast, ttb, limit,
-                              (det_m.version, fc_m.version), evidence_of.get(i, 0.0),
+                              Versions(det_m.version, fc_m.version), evidence_of.get(i, 0.0),
                               NONE if effects is None else effects[i], base_of.get(i)))
         return out, sides
 
@@ -519,7 +536,7 @@ class Candidate(NamedTuple):
 
     scored: Scored
     trigger: str  # "detector" | "forecast" | "cluster"
-    cluster: tuple[float, ...] | None  # the entity's (eval_ts_ms, cluster_id, distance, outlier, streak)
+    cluster: Assignment | None  # the entity's cluster assignment
     related: tuple[str, ...]  # other series of the service with a candidate in the last 5 minutes
     context: dict[str, Any]  # service context, defaults filled in
     inputs: dict[str, Any]
@@ -552,14 +569,14 @@ class EntityState:
     _COLD = ("recent", "groups", "feedback")
 
     def __init__(self, latest: dict[str, dict[str, float]] | None = None,
-                 clusters: dict[str, list[float]] | None = None, centroids: np.ndarray | None = None,
+                 clusters: dict[str, Assignment] | None = None, centroids: np.ndarray | None = None,
                  centroids_of: str | None = None, recent: list[list[Any]] | None = None,
                  groups: dict[str, dict[str, Any]] | None = None, feedback: dict[str, list[float]] | None = None,
                  tail: bytes | None = None, last_ts_ms: int = NEVER_MS, windows: list[Window] | None = None) -> None:
         self.last_ts_ms = last_ts_ms  # the latest event time of a sample folded in
         self.windows = windows if windows is not None else []  # open rule windows, by start
         self.latest = latest if latest is not None else {}
-        self.clusters = clusters if clusters is not None else {}  # entity -> [eval_ts, cid, dist, outlier, streak]
+        self.clusters = clusters if clusters is not None else {}  # entity -> its latest assignment
         self.centroids = centroids  # (k, d) float32, adapted online
         self.centroids_of = centroids_of  # clusterer version the centroids were adapted from
         self._tail = tail  # the encoded cold part, while nobody has asked for it
@@ -666,14 +683,14 @@ class EntityState:
         nums = struct.unpack_from(f"<{n * (nm + 5)}d", data, pos)
         pos += 8 * n * (nm + 5)
         latest: dict[str, dict[str, float]] = {}
-        clusters: dict[str, list[float]] = {}
+        clusters: dict[str, Assignment] = {}
         for i, e in enumerate(names):
             row = {m: v for m, v in zip(ENTITY_METRICS, nums[i * nm:i * nm + nm], strict=True) if v == v}
             if row:
                 latest[e] = row
             c = nums[n * nm + i * 5:n * nm + i * 5 + 5]
             if c[0] == c[0]:
-                clusters[e] = list(c)
+                clusters[e] = Assignment(*c)
         cents = None
         if k:
             cents = np.frombuffer(data, dtype=np.float32, count=k * d, offset=pos).reshape(k, d).copy()
@@ -691,7 +708,8 @@ class EntityState:
             raise ValueError(f"{ENTITY_STATE}: cannot read state version {d.get('v')}")
         cents = None if d["centroids"] is None else np.asarray(d["centroids"], dtype=np.float32)
         last_ts = int(max((c[0] for c in d["clusters"].values()), default=NEVER_MS))
-        return cls(d["latest"], d["clusters"], cents, d["centroids_of"], d["recent"], d["groups"], last_ts_ms=last_ts)
+        clusters = {e: Assignment(*c) for e, c in d["clusters"].items()}
+        return cls(d["latest"], clusters, cents, d["centroids_of"], d["recent"], d["groups"], last_ts_ms=last_ts)
 
 
 class EntityLogic:
@@ -709,12 +727,13 @@ class EntityLogic:
         self.ttl_ms = ttl_s * 1000  # a peer, or a whole service, quiet this long (event time) is forgotten
 
     def _cluster(self, st: EntityState, entity: str, s: Scored, side: list[tuple[str, str]] | None
-                 ) -> list[float] | None:
-        """Re-assign ``entity`` at most once a minute of event time; adapt centroids on normal points."""
+                 ) -> Assignment | None:
+        """Re-assign ``entity`` at most once per ``cluster_reassign_s`` of event time; adapt the centroids
+        on points the clusterer finds normal (outlier score below ``cluster_adapt_below``)."""
         ts_ms = s.ts_ms
         cl = self.models.clusterer
         prev = st.clusters.get(entity)
-        if prev is not None and ts_ms - prev[0] < 60_000:
+        if prev is not None and ts_ms - prev.eval_ts_ms < self.scoring.cluster_reassign_s * 1000:
             return prev
         vec = entity_vector(st.latest.get(entity, {}))
         if all(v is None for v in vec):
@@ -732,22 +751,22 @@ class EntityLogic:
                 "alert": outlier >= self.scoring.cluster_alert_above}, shadow.version, {
                 "cluster": s_cid, "distance": round(s_dist, 6), "outlier_score": round(s_out, 6),
                 "alert": s_out >= self.scoring.cluster_alert_above})))
-        if outlier < 0.5 and self.scoring.cluster_adapt_rate > 0:
+        if outlier < self.scoring.cluster_adapt_below and self.scoring.cluster_adapt_rate > 0:
             st.centroids = np.asarray(cl.adapt(cents, cid, full, self.scoring.cluster_adapt_rate), dtype=np.float32)
-        streak = (prev[4] + 1) if (prev is not None and outlier >= self.scoring.cluster_alert_above) else (
-            1.0 if outlier >= self.scoring.cluster_alert_above else 0.0)
-        res = [float(ts_ms), float(cid), dist, outlier, streak]
+        high = outlier >= self.scoring.cluster_alert_above
+        streak = (prev.streak + 1 if prev is not None else 1.0) if high else 0.0
+        res = Assignment(float(ts_ms), float(cid), dist, outlier, streak)
         st.clusters[entity] = res
         return res
 
-    def _moved(self, st: EntityState, entity: str | None, cluster: list[float] | None) -> list[float]:
+    def _moved(self, st: EntityState, entity: str | None, cluster: Assignment | None) -> list[float]:
         """How far each of the entity's metrics (``ENTITY_METRICS``, the clusterer's scale) lies from its
         cluster's centroid: which metric moved it (zeros without an entity or a cluster)."""
         if entity is None or cluster is None or st.centroids is None:
             return [0.0] * len(ENTITY_METRICS)
         cents = st.centroids
         full = self.models.clusterer.impute(entity_vector(st.latest.get(entity, {})), cents)
-        centre = cents[int(cluster[1])]
+        centre = cents[int(cluster.cluster_id)]
         return [float(v - c) for v, c in zip(full, centre.tolist(), strict=True)]
 
     def candidate(self, state: EntityState, s: Scored, side: list[tuple[str, str]] | None = None
@@ -771,13 +790,13 @@ class EntityLogic:
         trigger = s.trigger
         if entity is not None:
             prev = st.clusters.get(entity)
-            if prev is not None and s.ts_ms - prev[0] > self.ttl_ms:  # this peer was quiet past the ttl
+            if prev is not None and s.ts_ms - prev.eval_ts_ms > self.ttl_ms:  # this peer was quiet past the ttl
                 st.drop_peer(entity)
             if s.metric in ENTITY_METRICS:
                 st.latest.setdefault(entity, {})[s.metric] = s.value
             cluster = self._cluster(st, entity, s, side)
-            if (not trigger and cluster is not None and cluster[4] >= 3 and s.metric in ENTITY_METRICS
-                    and s.det is not None and cluster[0] == float(s.ts_ms)):
+            if (not trigger and cluster is not None and cluster.streak >= self.scoring.cluster_streak
+                    and s.metric in ENTITY_METRICS and s.det is not None and cluster.eval_ts_ms == float(s.ts_ms)):
                 trigger = "cluster"
         if not trigger:
             return None
@@ -787,17 +806,17 @@ class EntityLogic:
         ctx = {**DEFAULT_CONTEXT, **(self.context(s.service) or {})}
         det = list(s.det) if s.det is not None else [0.0] * len(DETECTOR_FEATURES)
         if trigger == "cluster":
-            score, threshold = cluster[3], self.scoring.cluster_alert_above  # type: ignore[index]
+            score, threshold = cluster.outlier, self.scoring.cluster_alert_above  # type: ignore[union-attr]
         else:
             score, threshold = s.score, s.threshold
         inputs = {
             "score": score, "threshold": threshold, "det": det,
             "moved": self._moved(st, entity, cluster),
-            "cluster_outlier": cluster[3] if cluster else 0.0, "time_to_breach_s": s.time_to_breach_s,
+            "cluster_outlier": cluster.outlier if cluster else 0.0, "time_to_breach_s": s.time_to_breach_s,
             "criticality": float(ctx["criticality"]), "related_anomalies": len(related), "ts_ms": s.ts_ms,
             "metric": s.metric, "owner": ctx["owner"], "text": f"{s.service} {s.metric} {ctx['description']}",
         }
-        return Candidate(s, trigger, None if cluster is None else tuple(cluster), tuple(related), ctx, inputs)
+        return Candidate(s, trigger, cluster, tuple(related), ctx, inputs)
 
     def on_record(self, state: EntityState | None, s: Scored, now_ms: int
                   ) -> tuple[EntityState, list[str], list[tuple[str, str]]]:
@@ -847,7 +866,7 @@ class EntityLogic:
             return "gone", resolved
         changed = bool(resolved) or len(windows) != len(st.windows)
         st.windows = windows
-        for e in [e for e, c in st.clusters.items() if clock_ms - c[0] > self.ttl_ms]:
+        for e in [e for e, c in st.clusters.items() if clock_ms - c.eval_ts_ms > self.ttl_ms]:
             st.drop_peer(e)
             changed = True
         if st.has_cold():
@@ -902,9 +921,10 @@ class EntityLogic:
             side.append(("shadow", _shadow(s, "classifier", classifier.version, _top(cls), shadow.version, _top(sc))))
         if trigger == "forecast":
             ttb = s.time_to_breach_s or 0.0
-            severity = "critical" if ttb < 1800 else ("high" if ttb < 7200 else "medium")
+            severity = ("critical" if ttb < self.alerts.breach_critical_s
+                        else "high" if ttb < self.alerts.breach_high_s else "medium")
         elif trigger == "cluster":
-            severity = "high" if score >= 0.97 else "medium"
+            severity = "high" if score >= self.alerts.cluster_high_above else "medium"
         else:
             severity = m.detector.severity(score, threshold)
         likely_false = fp >= self.alerts.suppress_fp_above
@@ -936,7 +956,7 @@ class EntityLogic:
             st.groups[category] = group
             status = "suppressed" if suppressed else "open"
 
-        n_entities = max(sum(1 for c in st.clusters.values() if s.ts_ms - c[0] <= self.ttl_ms), 1)
+        n_entities = max(sum(1 for c in st.clusters.values() if s.ts_ms - c.eval_ts_ms <= self.ttl_ms), 1)
         involved = {split_series_key(r)[2] for r in group["related"]}
         frac = 1.0 if s.entity is None else min(len(involved) / n_entities, 1.0)
         explanation = m.detector.explain(det)[:3]
@@ -976,7 +996,8 @@ class EntityLogic:
                 "limit": s.limit,
             },
             "cluster": None if cluster is None else {
-                "id": int(cluster[1]), "distance": round(cluster[2], 4), "outlier_score": round(cluster[3], 4)},
+                "id": int(cluster.cluster_id), "distance": round(cluster.distance, 4),
+                "outlier_score": round(cluster.outlier, 4)},
             "explanation": {
                 "top_features": [{"feature": f, "deviation_iqr": round(v, 3)} for f, v in explanation],
                 "summary": _summary(s, trigger, explanation, cluster),
@@ -988,8 +1009,8 @@ class EntityLogic:
             "recommended_actions": recommended_actions(category, s.metric, s.service, s.entity, trigger,
                                                        s.time_to_breach_s, s.limit, len(related)),
             "related_series": group["related"],
-            "models": {"detector": s.versions[0], "forecaster": s.versions[1], "clusterer": m.clusterer.version,
-                       "classifier": classifier.version},
+            "models": {"detector": s.versions.detector, "forecaster": s.versions.forecaster,
+                       "clusterer": m.clusterer.version, "classifier": classifier.version},
         }
         group["alert"] = alert  # what the "resolved" revision will repeat
         return out + [json.dumps(alert, separators=(",", ":"))]
@@ -1027,14 +1048,14 @@ def _rd(d: dict[str, float]) -> dict[str, float]:
 
 
 def _summary(s: Scored, trigger: str, explanation: list[tuple[str, float]],
-             cluster: tuple[float, ...] | None) -> str:
+             cluster: Assignment | None) -> str:
     where = f"{s.service}/{s.entity}" if s.entity else s.service
     if trigger == "forecast" and s.time_to_breach_s is not None:
         return (f"{s.metric} of {where} is {s.value:.4g} and forecast to cross {s.limit:g} "
                 f"in {s.time_to_breach_s / 3600:.1f} h.")
     if trigger == "cluster" and cluster is not None:
-        return (f"{where} has moved away from its peers' cluster {int(cluster[1])} "
-                f"(distance {cluster[2]:.3f}, outlier score {cluster[3]:.2f}).")
+        return (f"{where} has moved away from its peers' cluster {int(cluster.cluster_id)} "
+                f"(distance {cluster.distance:.3f}, outlier score {cluster.outlier:.2f}).")
     feats = ", ".join(f"{f} {v:+.1f} IQR" for f, v in explanation)
     return f"{s.metric} of {where} is {s.value:.4g} where {s.expected:.4g} was expected; driven by {feats}."
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -166,8 +167,8 @@ def test_candidates_without_a_classifier_are_the_jobs_candidates(cfg, models, sc
         assert c.inputs["related_anomalies"] == len(c.related) and c.scored.series not in c.related
         assert c.inputs["criticality"] == CTX[c.scored.service]["criticality"]
         if c.trigger == "cluster":
-            assert c.cluster is not None and c.cluster[4] >= 3
-            assert c.inputs["score"] == c.cluster[3] and c.inputs["threshold"] == cfg.scoring.cluster_alert_above
+            assert c.cluster is not None and c.cluster.streak >= cfg.scoring.cluster_streak
+            assert c.inputs["score"] == c.cluster.outlier and c.inputs["threshold"] == cfg.scoring.cluster_alert_above
     # each alert the job emitted came from one of these candidates, classified from exactly its inputs
     by_key = {(c.scored.series, c.scored.ts_ms): c for c in cands}
     for a in map(json.loads, full_run.alerts):
@@ -288,3 +289,32 @@ def test_business_impact_figures():
     low = business_impact("peer_drift", "low", ctx, 0.125)
     assert low["revenue_per_min_at_risk"] == pytest.approx(400 * 0.125 * 0.1 * 0.15, abs=0.01)
     assert low["security"] == "low"
+
+
+def test_cluster_streak_and_reassignment_come_from_the_configuration(cfg, models, scenario):
+    """``scoring.cluster_streak`` and ``scoring.cluster_reassign_s`` decide the cluster triggers."""
+    bare = ModelBundle(models.detector, models.forecaster, models.clusterer)
+    series = SeriesLogic(cfg.scoring, bare)
+    ss: dict = {}
+    scored = []
+    for raw in payloads(scenario):
+        for ev in parse_record(raw, START, cfg.validation.limits()):
+            ss[ev.series], s, _ = series.on_record(ss.get(ev.series), ev, cfg.scoring.entity_tag)
+            scored.append(s)
+
+    def cluster_triggers(**scoring) -> int:
+        # a low bar, so that the healthy scenario's entities make streaks at all
+        sc = dataclasses.replace(cfg.scoring, **{"cluster_alert_above": 0.3, **scoring})
+        entity = EntityLogic(sc, cfg.alerts, bare, CTX.get)
+        es: dict = {}
+        n = 0
+        for s in scored:
+            c = entity.candidate(es.setdefault(s.service, EntityState()), s)
+            n += c is not None and c.trigger == "cluster"
+        return n
+
+    shipped = cluster_triggers()
+    assert shipped > 0
+    assert cluster_triggers(cluster_streak=1) > shipped > cluster_triggers(cluster_streak=20)
+    # re-assigned at most once an hour, an entity is evaluated far less often: fewer streaks complete
+    assert cluster_triggers(cluster_reassign_s=3600) < shipped
