@@ -90,14 +90,6 @@ CLASSIFIER_FEATURES: tuple[str, ...] = (
     + tuple(f"text_{i}" for i in range(TEXT_BUCKETS))
 )
 
-# each runtime model's feature schema, by model name: what an artifact must declare to be loaded
-FEATURE_SCHEMAS: dict[str, tuple[str, ...]] = {
-    "detector": DETECTOR_FEATURES,
-    "forecaster": FORECASTER_FEATURES,
-    "clusterer": CLUSTERER_FEATURES,
-    "classifier": CLASSIFIER_FEATURES,
-}
-
 
 def _slog(v: float) -> float:
     """Signed log1p, clipped: keeps tails informative without letting them dominate."""

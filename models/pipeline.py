@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from models.artifact import ArtifactStore, resolve_version
+from models.catalog import BY_NAME, MODEL_NAMES
 from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
 from models.config import AlertConfig, ScoringConfig, StateConfig
@@ -64,7 +65,6 @@ DRIFT_SCHEMA = "vigil.drift/v1"
 SHADOW_SCHEMA = "vigil.shadow/v1"
 SERIES_STATE = "series_state/v5"
 ENTITY_STATE = "entity_state/v4"
-MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 RELATED_WINDOW_MS = 5 * 60_000
 NEVER_MS = -(2**62)  # the event time of "nothing yet": far in the past, yet safe to subtract from
@@ -90,11 +90,11 @@ class ModelBundle:
         """Load the serving version of every model (Redis ``production`` pointer, else the latest)."""
         store = ArtifactStore(root)
         got = {}
-        for name, kind in LOADERS.items():
+        for name, spec in BY_NAME.items():
             version = resolve_version(name, store, redis_client)
             if version is None:
                 raise FileNotFoundError(f"no version of model '{name}' in {root}: run `make retrain` first")
-            got[name] = kind.from_store(store, version)
+            got[name] = spec.load(store, version)
         return cls(**got)
 
     def versions(self) -> dict[str, str]:
@@ -113,8 +113,8 @@ class ModelBundle:
         Raises :class:`~models.artifact.ArtifactError` (hash, schema, smoke inference) or
         ``ValueError`` (unknown model or alias) and leaves the bundle untouched when the version is refused.
         """
-        if name not in LOADERS:
-            raise ValueError(f"Unknown model {name!r}. Known models: {list(LOADERS)}.")
+        if name not in BY_NAME:
+            raise ValueError(f"Unknown model {name!r}. Known models: {list(BY_NAME)}.")
         if alias not in ("production", "shadow"):
             raise ValueError(f"Unknown alias {alias!r}. Known aliases: ['production', 'shadow'].")
         if alias == "shadow":
@@ -122,18 +122,15 @@ class ModelBundle:
             if version is None:
                 self.shadow.pop(name, None)
             else:
-                self.shadow[name] = LOADERS[name].from_store(ArtifactStore(root), version)
+                self.shadow[name] = BY_NAME[name].load(ArtifactStore(root), version)
             return None if old is None else old.version
         if version is None:
             raise ValueError(f"a production version of {name!r} cannot be removed, only replaced")
-        new = LOADERS[name].from_store(ArtifactStore(root), version)
+        new = BY_NAME[name].load(ArtifactStore(root), version)
         old = getattr(self, name)
         setattr(self, name, new)  # one attribute write: records before use the old, after use the new
         return None if old is None else old.version
 
-
-LOADERS: dict[str, Any] = {"detector": DetectorModel, "forecaster": ForecasterModel, "clusterer": ClustererModel,
-                           "classifier": ClassifierModel}
 
 
 class Versions(NamedTuple):

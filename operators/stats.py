@@ -31,8 +31,10 @@ import threading
 from time import perf_counter_ns, thread_time_ns
 from typing import Any
 
+from models.catalog import MODEL_NAMES
+
 GROUP = "vigil"
-MODELS = ("detector", "forecaster", "clusterer", "classifier")
+MODELS = MODEL_NAMES  # the per-model counters, one per runtime model
 # the methods through which the logic scores with each model (module, class, methods)
 MODEL_METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "detector": ("models.detector", "DetectorModel", ("score_one", "score", "score_samples")),

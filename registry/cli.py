@@ -58,8 +58,8 @@ def add_commands(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from common.config import VigilConfig
     from models.artifact import ArtifactStore
+    from models.catalog import FEATURE_SCHEMAS
     from models.context import connect
-    from models.features import FEATURE_SCHEMAS
     from registry.client import Registry, RegistryError, kafka_publisher
 
     cfg = VigilConfig.load(args.config)

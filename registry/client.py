@@ -22,7 +22,7 @@ from typing import Any
 
 from common.kafka_io import create_topics
 from models.artifact import ArtifactError, ArtifactStore
-from models.features import FEATURE_SCHEMAS
+from models.catalog import FEATURE_SCHEMAS
 
 UPDATE_SCHEMA = "vigil.model-update/v1"
 ALIASES = ("production", "shadow")

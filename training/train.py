@@ -51,6 +51,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from models.artifact import ArtifactStore, LoadedModel, canonical_json, schema_entries, stamp_manifest
+from models.catalog import FEATURE_SCHEMAS, MODEL_NAMES
 from models.classifier import HEADS, LABELS, OUTPUT, ClassifierModel
 from models.clusterer import ClustererModel
 from models.detector import DetectorModel, TailCalibration, adaptive_thresholds
@@ -58,7 +59,6 @@ from models.features import (
     CLASSIFIER_FEATURES,
     CLUSTERER_FEATURES,
     DETECTOR_FEATURES,
-    FEATURE_SCHEMAS,
     FORECAST_HORIZONS_MIN,
     FORECASTER_FEATURES,
     SERIES_WINDOW_STATE,
@@ -97,7 +97,6 @@ from training.sources import (
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES: tuple[str, ...] = ("detector", "forecaster", "clusterer", "classifier")
 
 # Detector post-processing search space (chosen on the validation scenario, never the test one).
 CALIBRATION_PROBS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)

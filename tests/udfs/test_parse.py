@@ -445,7 +445,7 @@ def test_model_update_fields_are_validated(change, reason):
 
 def test_model_update_vocabulary_matches_the_model_side():
     from models import artifact
-    from models.features import FEATURE_SCHEMAS
+    from models.catalog import FEATURE_SCHEMAS
     from registry import client as registry
 
     assert MODEL_NAMES == tuple(FEATURE_SCHEMAS) and MODEL_ALIASES == registry.ALIASES
