@@ -1,4 +1,4 @@
-"""`python -m training`: help, ensure, bench, and error exits."""
+"""`python -m training`: help, ensure and error exits; `python -m bench.models`."""
 
 from __future__ import annotations
 
@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from bench.models import main as bench_models
 from models.artifact import ArtifactStore
+from models.catalog import MODEL_NAMES
 from training.__main__ import main
-from training.train import MODEL_NAMES
 
 
-@pytest.mark.parametrize("command", ["train", "ensure", "bench"])
+@pytest.mark.parametrize("command", ["train", "ensure"])
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "--store" in out
-    if command != "bench":
-        assert "--quick" in out and "--seed" in out
+    assert "--store" in out and "--quick" in out and "--seed" in out
 
 
 def test_ensure_does_nothing_when_every_model_exists(trained_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,8 +47,8 @@ def test_a_version_with_another_feature_schema_counts_as_missing(trained_store: 
     assert missing_models(store) == ["classifier"]
 
 
-def test_bench_prints_latencies(trained_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--store", str(trained_store), "-n", "20"]) == 0
+def test_bench_models_prints_latencies(trained_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_models(["--store", str(trained_store), "-n", "20"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == set(MODEL_NAMES)
     assert all(v > 0 for m in out.values() for v in m.values())
