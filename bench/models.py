@@ -2,7 +2,10 @@
 ``python -m bench.models [--store artifacts] [-n 5000]`` prints them as JSON.
 
 Measured the way the job calls them: one onnxruntime session per model, one thread, batch of
-one (the forecaster's natural batch is its five horizon rows), after a warm-up.
+one (the forecaster's natural batch is its five horizon rows), after a warm-up. Beside them, the
+cost per series of a forecast in a round of 256 series with a week of 5-minute context each: the
+rows (:func:`models.features.forecaster_rows`, the seasonal profile included) and the rows plus
+the ONNX call and intervals (the job forecasts a series every ``scoring.forecast_every`` samples).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from models.artifact import ArtifactStore
 from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
 from models.detector import DetectorModel
-from models.features import CLASSIFIER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES
+from models.features import CLASSIFIER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES, SeriesWindow, forecaster_rows
 from models.forecaster import ForecasterModel
+from models.season import SeasonalContext
+
+ROUND_SERIES = 256
 
 
 def _per_call_us(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
@@ -32,6 +38,24 @@ def _per_call_us(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
             fn()
         best = min(best, (time.perf_counter() - t) / n * 1e6)
     return best
+
+
+def _round_of_series(rng: np.random.Generator, n: int = ROUND_SERIES
+                     ) -> tuple[list[SeriesWindow], list[SeasonalContext], list[int]]:
+    """``n`` series, each with a week and a day of 5-minute samples with a daily cycle."""
+    wins, seasons, now = [], [], []
+    step = 300_000
+    for _ in range(n):
+        w, c = SeriesWindow(), SeasonalContext()
+        level = rng.uniform(10, 1000)
+        for i in range(8 * 288):
+            x = level * (1 + 0.3 * np.sin(2 * np.pi * i / 288)) + rng.normal() * 0.05 * level
+            w.update(i * step, float(x))
+            c.update(i * step, float(x))
+        wins.append(w)
+        seasons.append(c)
+        now.append((8 * 288 - 1) * step)
+    return wins, seasons, now
 
 
 def measure_latencies(store_root: str | Path, n: int = 5000) -> dict[str, dict[str, float]]:
@@ -53,6 +77,12 @@ def measure_latencies(store_root: str | Path, n: int = 5000) -> dict[str, dict[s
     x_clf = np.zeros((1, len(CLASSIFIER_FEATURES)), dtype=np.float32)
     x_clf[0, :13] = rng.normal(size=13)
     det_run, fc_run, cl_run, clf_run = (m.loaded.run for m in (det, fc, cl, clf))
+    wins, seasons, now = _round_of_series(rng)
+
+    def forecast_round() -> None:
+        rows, med, scale = forecaster_rows(wins, seasons, now)
+        fc.forecast_batch(rows, list(zip(med.tolist(), scale.tolist(), strict=True)))
+
     out = {
         "detector": {
             "onnx_batch1_us": _per_call_us(lambda: det_run({"X": x_det}), n),
@@ -63,6 +93,9 @@ def measure_latencies(store_root: str | Path, n: int = 5000) -> dict[str, dict[s
             "onnx_batch1_us": _per_call_us(lambda: fc_run({"X": x_fc1}), n),
             "onnx_batch5_us": _per_call_us(lambda: fc_run({"X": x_fc5}), n),
             "forecast_us": _per_call_us(lambda: fc.forecast(x_fc5, 50.0, 2.0), n),
+            "rows_round256_per_series_us": _per_call_us(lambda: forecaster_rows(wins, seasons, now),
+                                                         max(n // 200, 5)) / ROUND_SERIES,
+            "forecast_round256_per_series_us": _per_call_us(forecast_round, max(n // 200, 5)) / ROUND_SERIES,
         },
         "clusterer": {
             "onnx_batch1_us": _per_call_us(lambda: cl_run({"X": x_cl, "C": c}), n),

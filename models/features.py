@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.season import MINUTE_MS, SeasonalContext, profiles
+
 HISTORY = 32
 WARMUP = 20
 SERIES_WINDOW_STATE = "series_window/v1"
@@ -42,13 +44,22 @@ DETECTOR_FEATURES: tuple[str, ...] = (
 
 FORECAST_HORIZONS_MIN: tuple[int, ...] = (5, 30, 60, 360, 1440)
 
+# One row per (series, horizon), in units of the series' robust scale around its robust median (the
+# anchor); the season_* features come from the series' week of context (models.season): the median
+# over the last seven days of the same time of day at the target time and now, how many days held
+# data, how far the days disagree, and the most recent day alone (seasonal naive).
 FORECASTER_FEATURES: tuple[str, ...] = (
+    "z_robust",
     "z_level_gap",
     "trend_short_h",
     "trend_long_h",
     "log_horizon",
     "vol",
-    "z_robust",
+    "season_at_target",
+    "season_now",
+    "season_days",
+    "season_spread",
+    "season_last_day",
 )
 
 # The entity (service instance) vector the clusterer sees: one slot per metric kind, each mapped
@@ -152,29 +163,6 @@ class SeriesWindow:
             _slog(math.log((abs(delta) + 1e-9 * scale + 1e-12) / (self.absdelta + 1e-9 * scale + 1e-12))),
             _slog(self.trend * 60.0 / scale),
         ]
-
-    def forecaster_rows(self, horizons_min: Sequence[float] = FORECAST_HORIZONS_MIN
-                        ) -> tuple[np.ndarray, float, float]:
-        """One feature row per horizon (minutes; the job's are ``FORECAST_HORIZONS_MIN``), plus
-        (anchor, scale).
-
-        The model predicts ``(x(t+h) - anchor) / scale`` for each row.
-        """
-        med, scale = self.robust()
-        vol = math.sqrt(max(self.var, 0.0)) / scale
-        gap = _slog((self.last - self.level) / scale)
-        zr = _slog((self.last - med) / scale)
-        rows = np.empty((len(horizons_min), len(FORECASTER_FEATURES)), dtype=np.float32)
-        for i, h in enumerate(horizons_min):
-            rows[i] = (
-                gap,
-                _slog(self.trend * h / scale),
-                _slog(self.trend_long * h / scale),
-                math.log1p(h),
-                _slog(vol),
-                zr,
-            )
-        return rows, self.last, scale
 
     def update(self, ts_ms: int, x: float) -> None:
         """Fold value ``x`` observed at ``ts_ms`` into the state."""
@@ -280,23 +268,44 @@ def detector_feature_rows(x: np.ndarray, med: np.ndarray, scale: np.ndarray, w: 
 
 
 @np.errstate(all="ignore")
-def forecaster_row_block(med: np.ndarray, scale: np.ndarray, w: dict[str, np.ndarray],
-                         horizons_min: Sequence[float] | np.ndarray = FORECAST_HORIZONS_MIN) -> np.ndarray:
-    """:meth:`SeriesWindow.forecaster_rows` of several series at once (their robust (median, scale)
-    and fields ``var``, ``last``, ``level``, ``trend``, ``trend_long`` as arrays): (n * horizons, 6)
-    float32, each series' horizons together; the anchor is ``last`` and the scale ``scale``."""
-    n, nh = len(med), len(horizons_min)
-    h = np.tile(np.asarray(horizons_min, dtype=np.float64), n)
-    rep = np.repeat
-    sc = rep(scale, nh)
-    rows = np.empty((n * nh, len(FORECASTER_FEATURES)), dtype=np.float32)
-    rows[:, 0] = rep(_slog_rows((w["last"] - w["level"]) / scale), nh)
-    rows[:, 1] = _slog_rows(rep(w["trend"], nh) * h / sc)
-    rows[:, 2] = _slog_rows(rep(w["trend_long"], nh) * h / sc)
-    rows[:, 3] = np.log1p(h)
-    rows[:, 4] = rep(_slog_rows(np.sqrt(np.maximum(w["var"], 0.0)) / scale), nh)
-    rows[:, 5] = rep(_slog_rows((w["last"] - med) / scale), nh)
-    return rows
+def forecaster_rows(wins: Sequence[SeriesWindow], seasons: Sequence[SeasonalContext], now_ms: Sequence[int],
+                    horizons_min: Sequence[float] | np.ndarray = FORECAST_HORIZONS_MIN
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The forecaster's input rows for several series at once: ``wins[k]`` and ``seasons[k]`` are
+    series k's window and seasonal context after its sample at ``now_ms[k]``. Returns the rows
+    ((n * horizons, 11) float32, each series' horizons together, ``FORECASTER_FEATURES`` order),
+    and per series the anchor (its robust median) and scale: the model predicts
+    ``(x(now + h) - anchor) / scale``."""
+    n, nh = len(wins), len(horizons_min)
+    h = np.asarray(horizons_min, dtype=np.float64)
+    med, scale = np.empty(n), np.empty(n)
+    full = [k for k, w in enumerate(wins) if len(w.ring) == HISTORY]
+    if full:
+        med[full], scale[full] = robust_rows(np.array([wins[k].ring for k in full]),
+                                             np.array([wins[k].var for k in full]))
+    for k, w in enumerate(wins):
+        if len(w.ring) != HISTORY:
+            med[k], scale[k] = w.robust()
+    col = {f: np.array([getattr(w, f) for w in wins], dtype=np.float64) for f in ("last", "level", "var", "trend",
+                                                                                  "trend_long")}
+    # the seasonal profile now (column 0) and at each target time, per series
+    offsets = np.concatenate(([0], np.rint(h * MINUTE_MS))).astype(np.int64)
+    p_med, p_days, p_mad, p_last = profiles(seasons, np.asarray(now_ms, dtype=np.int64)[:, None] + offsets[None, :])
+    found = p_days[:, 1:] > 0
+    sc = scale[:, None]
+    rows = np.empty((n, nh, len(FORECASTER_FEATURES)), dtype=np.float32)
+    rows[:, :, 0] = _slog_rows((col["last"] - med) / scale)[:, None]
+    rows[:, :, 1] = _slog_rows((col["last"] - col["level"]) / scale)[:, None]
+    rows[:, :, 2] = _slog_rows(col["trend"][:, None] * h[None, :] / sc)
+    rows[:, :, 3] = _slog_rows(col["trend_long"][:, None] * h[None, :] / sc)
+    rows[:, :, 4] = np.log1p(h)[None, :]
+    rows[:, :, 5] = _slog_rows(np.sqrt(np.maximum(col["var"], 0.0)) / scale)[:, None]
+    rows[:, :, 6] = np.where(found, _slog_rows((p_med[:, 1:] - med[:, None]) / sc), 0.0)
+    rows[:, :, 7] = np.where(p_days[:, :1] > 0, _slog_rows((p_med[:, :1] - med[:, None]) / sc), 0.0)
+    rows[:, :, 8] = p_days[:, 1:]
+    rows[:, :, 9] = np.where(found, _slog_rows(p_mad[:, 1:] / sc), -1.0)
+    rows[:, :, 10] = np.where(found, _slog_rows((p_last[:, 1:] - med[:, None]) / sc), 0.0)
+    return rows.reshape(n * nh, len(FORECASTER_FEATURES)), med, scale
 
 
 def entity_vector(latest: dict[str, float]) -> list[float | None]:

@@ -1,11 +1,16 @@
-"""Multi-horizon forecaster runtime with split-conformal prediction intervals and time to breach.
+"""Multi-horizon seasonal forecaster runtime with split-conformal prediction intervals and time to breach.
 
-The ONNX graph is a gradient-boosted regressor on ``FORECASTER_FEATURES``: one row per horizon
-in ``FORECAST_HORIZONS_MIN``, predicting ``(x(t+h) - anchor) / scale`` where ``anchor`` and
-``scale`` come from :meth:`models.features.SeriesWindow.forecaster_rows`. Intervals are
-split-conformal: the manifest holds, per horizon and level, the quantile of ``|residual|`` (in
-scale units) on data held out from training, so an 80% interval covers about 80% of futures
-like those it was calibrated on.
+The ONNX graph is a gradient-boosted regressor on ``FORECASTER_FEATURES``: one row per horizon,
+built by :func:`models.features.forecaster_rows` from the series' short window and its week of
+seasonal context (the same time of day over the last seven days, at the target time and now),
+predicting ``(x(t+h) - anchor) / scale`` where ``anchor`` is the window's robust median and
+``scale`` its robust scale. It is global over series: one model learned from the fleet's scenarios
+and a synthetic corpus of series of many shapes and sampling intervals (:mod:`training.corpus`).
+The job asks for the horizons in ``FORECAST_HORIZONS_MIN``; the backtest for any horizon (the
+horizon is a feature). Intervals are split-conformal: the manifest holds, per job horizon and
+level, the quantile of ``|residual|`` (in scale units) on data held out from training, so an 80%
+interval covers about 80% of futures like those it was calibrated on; between and beyond those
+horizons :meth:`ForecasterModel.halfwidth_at` interpolates in log horizon.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class ForecasterModel:
         return self.loaded.version
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Normalised predictions ``(x(t+h) - anchor) / scale`` for feature rows (n, 6); one ONNX call."""
+        """Normalised predictions ``(x(t+h) - anchor) / scale`` for feature rows (n, 11); one ONNX call."""
         x = np.ascontiguousarray(rows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(FORECASTER_FEATURES):
             raise ValueError(f"rows must have shape (n, {len(FORECASTER_FEATURES)}). Got {x.shape}.")
@@ -91,7 +96,7 @@ class ForecasterModel:
 
     def forecast(self, rows: np.ndarray, anchor: float, scale: float, level: float = 0.8) -> list[dict[str, Any]]:
         """One dict per horizon: ``horizon_min``, ``value`` and the ``lower``/``upper`` bounds of the
-        ``level`` interval (0.8 or 0.95), in the series' own units. ``rows`` is (5, 6), one per horizon.
+        ``level`` interval (0.8 or 0.95), in the series' own units. ``rows`` is (5, 11), one per horizon.
         """
         if f"{level:g}" not in self.interval_halfwidth:
             raise ValueError(f"The 'level' parameter of ForecasterModel.forecast must be one of "

@@ -41,14 +41,13 @@ from models.drift import PH_EMPTY, PH_STRUCT, DriftTest, PHState
 from models.features import (
     DETECTOR_FEATURES,
     ENTITY_METRICS,
-    FORECAST_HORIZONS_MIN,
     HISTORY,
     PRIORITIES,
     SeriesWindow,
     classifier_features,
     detector_feature_rows,
     entity_vector,
-    forecaster_row_block,
+    forecaster_rows,
     metric_kind,
     robust_rows,
 )
@@ -264,7 +263,6 @@ def _migrated_surprise(w: SeriesWindow, mean: float, var: float, n: float) -> Su
 
 
 _WINDOW_FIELDS = ("var", "mean", "fast", "last", "absdelta", "trend")
-_FORECAST_FIELDS = ("var", "last", "level", "trend", "trend_long")
 
 
 def _window_columns(wins: list[SeriesWindow], names: tuple[str, ...]
@@ -417,22 +415,9 @@ class SeriesLogic:
         fc_of: dict[int, tuple[dict, ...]] = {}
         sh_fc_of: dict[int, list[dict]] = {}
         if due:
-            # series with a full history, vectorised; the few still filling theirs, one by one
-            wins = [states[i].window for i in due]
-            full_due = [j for j, w in enumerate(wins) if len(w.ring) == HISTORY]
-            inputs: list[Any] = [None] * len(due)
-            if full_due:
-                fw = [wins[j] for j in full_due]
-                fields, med, scale = _window_columns(fw, _FORECAST_FIELDS)
-                block = forecaster_row_block(med, scale, fields)
-                nh = len(FORECAST_HORIZONS_MIN)
-                for k, (j, sc) in enumerate(zip(full_due, scale.tolist(), strict=True)):
-                    inputs[j] = (block[k * nh:(k + 1) * nh], fw[k].last, sc)
-            for j, w in enumerate(wins):
-                if inputs[j] is None:
-                    inputs[j] = w.forecaster_rows()
-            rows = np.concatenate([r for r, _, _ in inputs])
-            anchors = [(a, sc) for _, a, sc in inputs]
+            rows, meds, scales = forecaster_rows([states[i].window for i in due], [states[i].season for i in due],
+                                                 [events[i].ts_ms for i in due])
+            anchors = list(zip(meds.tolist(), scales.tolist(), strict=True))
             scale_of = {i: sc for i, (_, sc) in zip(due, anchors, strict=True)}
             fc_of = {i: tuple(p) for i, p in zip(due, fc_m.forecast_batch(rows, anchors), strict=True)}
             if sh_fc is not None:

@@ -36,6 +36,7 @@ the min and the max over them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,7 @@ DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
 WIDTHS_MIN = (15, 20, 30, 60)
 PROBE = 8  # gaps measured before the width is fixed
+PROFILE_DAYS = 7  # days a seasonal profile looks back over
 F32_MAX = float(np.finfo(np.float32).max)
 _NO_BUCKET = -(2**62)
 
@@ -144,6 +146,12 @@ class SeasonalContext:
         mean = float(np.dot(self.mean[idx].astype(np.float64), c) / c.sum())
         return mean, float(self.lo[idx].min()), float(self.hi[idx].max()), int(have.sum())
 
+    def profile(self, targets_ms: np.ndarray, days: int = PROFILE_DAYS, spread: int = 1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`profiles` of this one context."""
+        med, k, mad, latest = profiles([self], np.asarray(targets_ms, dtype=np.int64)[None, :], days, spread)
+        return med[0], k[0], mad[0], latest[0]
+
     def to_bytes(self) -> bytes:
         head = self._HEAD.pack(self.VERSION, self.width_ms, self.head, self.last_ts_ms, len(self.gaps))
         gaps = struct.pack(f"<{len(self.gaps)}q", *self.gaps)
@@ -167,3 +175,53 @@ class SeasonalContext:
             arrays.append(np.frombuffer(data, dtype, nb, pos).copy())
             pos += size * nb
         return cls(width, head, last_ts, gaps, *arrays), pos
+
+
+@np.errstate(all="ignore")
+def profiles(contexts: Sequence[SeasonalContext], targets_ms: np.ndarray, days: int = PROFILE_DAYS, spread: int = 1
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What each series did at the same time of day on each of the last ``days`` days before each of
+    its target times (``targets_ms[k]``: series k's, an int64 array of shape (len(contexts), m)):
+    per target, the median over those days of the day's count-weighted mean of the buckets within
+    ``spread`` of the time (as :meth:`SeasonalContext.envelope`), the number of days that held data,
+    the median absolute deviation of the days' means from that median, and the most recent day's
+    mean; each of shape (len(contexts), m). A target with no such day gets NaN (and 0 days).
+
+    Vectorised over the series that share a bucket width (one group per width) and computed
+    silently: a numpy warning hangs PyFlink's embedded interpreter."""
+    t_all = np.asarray(targets_ms, dtype=np.int64)
+    n, m = t_all.shape
+    med, mad, latest = np.full((n, m), np.nan), np.full((n, m), np.nan), np.full((n, m), np.nan)
+    found = np.zeros((n, m), dtype=np.int64)
+    groups: dict[int, list[int]] = {}
+    for k, c in enumerate(contexts):
+        if c.width_ms:
+            groups.setdefault(c.width_ms, []).append(k)
+    lags = np.arange(1, days + 1, dtype=np.int64) * DAY_MS
+    offsets = np.arange(-spread, spread + 1, dtype=np.int64)
+    for width, ks in groups.items():
+        nb = WEEK_MS // width
+        mean = np.stack([contexts[k].mean for k in ks]).astype(np.float64)
+        count = np.stack([contexts[k].count for k in ks])
+        head = np.array([contexts[k].head for k in ks], dtype=np.int64)[:, None, None, None]
+        b = ((t_all[ks][:, :, None] - lags) // width)[..., None] + offsets  # (g, m, days, 2 * spread + 1)
+        inside = (b <= head) & (b > head - nb)
+        idx = b % nb
+        g = np.arange(len(ks))[:, None, None, None]
+        weight = np.where(inside, count[g, idx], 0).astype(np.float64)
+        tot = weight.sum(axis=3)
+        day = np.where(tot > 0, (mean[g, idx] * weight).sum(axis=3) / np.maximum(tot, 1.0), np.nan)  # (g, m, days)
+        have = tot > 0
+        kk = have.sum(axis=2)
+        lo, hi = np.maximum(kk - 1, 0) // 2, np.minimum(kk // 2, days - 1)
+        srt = np.sort(day, axis=2)  # NaNs last: the days with data come first
+        mid = 0.5 * (np.take_along_axis(srt, lo[..., None], 2) + np.take_along_axis(srt, hi[..., None], 2))[..., 0]
+        dev = np.sort(np.abs(day - mid[..., None]), axis=2)
+        spread_ = 0.5 * (np.take_along_axis(dev, lo[..., None], 2) + np.take_along_axis(dev, hi[..., None], 2))[..., 0]
+        first = np.take_along_axis(day, np.argmax(have, axis=2)[..., None], 2)[..., 0]
+        ok = kk > 0
+        med[ks] = np.where(ok, mid, np.nan)
+        mad[ks] = np.where(ok, spread_, np.nan)
+        latest[ks] = np.where(ok, first, np.nan)
+        found[ks] = kk
+    return med, found, mad, latest

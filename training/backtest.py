@@ -46,9 +46,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from models.artifact import ArtifactStore
-from models.features import HISTORY, SeriesWindow, forecaster_row_block
+from models.features import HISTORY, forecaster_rows
 from models.forecaster import ForecasterModel
-from models.pipeline import _FORECAST_FIELDS, SeriesState, _window_columns
+from models.pipeline import SeriesState
 
 EPOCH_MONDAY_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z, where a wide CSV's series start
 REPORT_STEPS = (1, 2, 3, 6, 12, 24, 36, 48)  # the steps the printed table shows (every step is in --json)
@@ -197,24 +197,27 @@ def backtest_series(s: Series, model: ForecasterModel, freq_ms: int, horizon: in
     hw = model.halfwidth_at(horizons_min)
     st = SeriesState()
     origins: list[int] = []
-    wins: list[SeriesWindow] = []  # the window at each origin
+    blocks: list[np.ndarray] = []
+    anchors: list[float] = []
+    scales: list[float] = []
     vals, tss = s.values.tolist(), s.ts_ms.tolist()
     for i in range(n):
         st.window.update(tss[i], vals[i])
         st.season.update(tss[i], vals[i])
         if i + 1 >= min_history and (i + 1 - min_history) % every == 0 and i + 1 < n \
                 and len(st.window.ring) == HISTORY:
+            # the rows the job builds (models.pipeline.SeriesLogic.on_round), at the backtest's horizons
+            rows, med, sc = forecaster_rows([st.window], [st.season], [tss[i]], horizons_min)
             origins.append(i)
-            wins.append(SeriesWindow.from_bytes(st.window.to_bytes()))
+            blocks.append(rows)
+            anchors.append(float(med[0]))
+            scales.append(float(sc[0]))
     if not origins:
         return None
-    # the rows the job builds (models.pipeline.SeriesLogic.on_round), at the backtest's horizons
-    fields, med, scales = _window_columns(wins, _FORECAST_FIELDS)
-    rows = forecaster_row_block(med, scales, fields, horizons_min)
-    pred = model.predict(rows).astype(np.float64).reshape(len(origins), horizon)
+    pred = model.predict(np.concatenate(blocks)).astype(np.float64).reshape(len(origins), horizon)
     last = None
     for k, i in enumerate(origins):
-        anchor, scale = wins[k].last, float(scales[k])
+        anchor, scale = anchors[k], scales[k]
         point = anchor + pred[k] * scale
         half = hw * scale
         target_ts = tss[i] + steps * freq_ms

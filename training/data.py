@@ -21,7 +21,9 @@ from models.features import (
     FORECASTER_FEATURES,
     SeriesWindow,
     entity_vector,
+    forecaster_rows,
 )
+from models.season import SeasonalContext
 from training.simulate import Incident, Scenario, generate, incident_series, random_incidents, series_key
 
 MINUTE_MS = 60_000
@@ -177,12 +179,13 @@ class EntityData:
 class ForecastData:
     """Forecaster rows (one per horizon) with normalised targets and raw values for evaluation."""
 
-    X: np.ndarray  # (r, 6) float32, FORECASTER_FEATURES order
-    y: np.ndarray  # (r,) float64: (x(t+h) - anchor) / scale
+    X: np.ndarray  # (r, 11) float32, FORECASTER_FEATURES order
+    y: np.ndarray  # (r,) float64: (x(t+h) - anchor) / scale, the anchor the robust median of the window
     horizon: np.ndarray  # (r,) int minutes
     anchor: np.ndarray  # (r,)
     scale: np.ndarray  # (r,)
     actual: np.ndarray  # (r,) x(t+h)
+    last: np.ndarray  # (r,) x(t), the last value at the origin (the naive forecast)
     origin: np.ndarray  # (r,) int: id of the forecast origin (series, step) the row belongs to
     step: np.ndarray  # (r,) int: step index of the origin (minutes into the scenario at 60 s steps)
     series: np.ndarray  # (r,) int index into keys
@@ -212,6 +215,7 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
     index = IncidentIndex(sc.incidents, spec.instances)
     keys: dict[str, int] = {}
     windows: list[SeriesWindow] = []
+    seasons: list[SeasonalContext] = []
     inc_ids = {inc.id: i for i, inc in enumerate(sc.incidents)}
 
     det_rows: list[list[float]] = []
@@ -225,7 +229,7 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
     ent_kind: list[str] = []
 
     values: dict[int, dict[int, float]] = {}
-    origins: list[tuple[int, int, np.ndarray, float, float]] = []
+    origins: list[tuple[int, int, np.ndarray, float, float, float]] = []
     step_ms = 0
     t0 = sc.start_ms
     for ts, samples in iter_steps(sc.events):
@@ -238,6 +242,7 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
             if si is None:
                 si = keys[key] = len(windows)
                 windows.append(SeriesWindow())
+                seasons.append(SeasonalContext())
             w = windows[si]
             if detector and w.warm:
                 inc = index.series_incident(key, ts)
@@ -247,9 +252,10 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
                 det_meta.append((si, step, inc is not None, clean, inc_ids[inc.id] if inc else -1))
                 det_kind.append(inc.kind if inc else "")
             w.update(ts, s.value)
+            seasons[si].update(ts, s.value)
             if forecast_every and w.warm and step % forecast_every == 0:
-                rows, anchor, scale = w.forecaster_rows()
-                origins.append((si, step, rows, anchor, scale))
+                rows, anchor, scale = forecaster_rows([w], [seasons[si]], [ts])
+                origins.append((si, step, rows, float(anchor[0]), float(scale[0]), s.value))
             if forecast_every:
                 values.setdefault(si, {})[step] = s.value
             if entities and s.instance is not None and s.metric in ENTITY_METRICS:
@@ -286,9 +292,9 @@ def extract(spec: ScenarioSpec, *, detector: bool = True, entities: bool = True,
 def _forecast_targets(origins: list, values: dict[int, dict[int, float]], step_ms: int, keys: dict[str, int],
                       index: IncidentIndex, t0: int) -> ForecastData:
     key_list = list(keys)
-    X, y, hz, anc, sc_, act, org, stp, ser, kind = [], [], [], [], [], [], [], [], [], []
+    X, y, hz, anc, sc_, act, lst, org, stp, ser, kind = [], [], [], [], [], [], [], [], [], [], []
     max_h = FORECAST_HORIZONS_MIN[-1]
-    for oid, (si, step, rows, anchor, scale) in enumerate(origins):
+    for oid, (si, step, rows, anchor, scale, last) in enumerate(origins):
         vals = values[si]
         if step + max_h * MINUTE_MS // step_ms not in vals:
             continue
@@ -301,6 +307,7 @@ def _forecast_targets(origins: list, values: dict[int, dict[int, float]], step_m
             anc.append(anchor)
             sc_.append(scale)
             act.append(future)
+            lst.append(last)
             org.append(oid)
             stp.append(step)
             ser.append(si)
@@ -308,7 +315,7 @@ def _forecast_targets(origins: list, values: dict[int, dict[int, float]], step_m
     return ForecastData(
         X=np.asarray(X, dtype=np.float32).reshape(-1, len(FORECASTER_FEATURES)), y=np.asarray(y, dtype=np.float64),
         horizon=np.asarray(hz, dtype=np.int64), anchor=np.asarray(anc), scale=np.asarray(sc_),
-        actual=np.asarray(act), origin=np.asarray(org, dtype=np.int64),
+        actual=np.asarray(act), last=np.asarray(lst, dtype=np.float64), origin=np.asarray(org, dtype=np.int64),
         step=np.asarray(stp, dtype=np.int64), series=np.asarray(ser, dtype=np.int64),
         kind=np.asarray(kind, dtype=object), keys=key_list)
 

@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from models.features import FORECAST_HORIZONS_MIN, FORECASTER_FEATURES, SeriesWindow
+from models.features import FORECAST_HORIZONS_MIN, FORECASTER_FEATURES, SeriesWindow, forecaster_rows
+from models.season import SeasonalContext
 from training.data import LABEL_MARGIN_MS, MINUTE_MS, DetectorData, Extract, ForecastData
 from training.simulate import Incident, Scenario, _effect
 from udfs.parse import split_series_key
@@ -167,14 +168,16 @@ class SeriesSpec:
 
 
 def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool = True, forecast_every: int = 0,
-                   keep: tuple[int, int] | None = None, clean_after_rows: int = CLEAN_AFTER_ROWS) -> Extract:
+                   keep: tuple[int, int] | None = None, clean_after_rows: int = CLEAN_AFTER_ROWS,
+                   forecast_steps: Sequence[int] = ()) -> Extract:
     """Replay each series through :class:`SeriesWindow` and collect detector and forecaster rows.
 
     Every series is replayed from its first sample (so the state is warm), and only rows with
     ``keep[0] <= ts < keep[1]`` are kept. Detector rows are labelled from the series' label
     windows; ``clean`` excludes labelled rows and the ``clean_after_rows`` rows after a window
     (state recovering) and a few before it. Forecaster rows are taken every ``forecast_every``-th
-    warm row, one per horizon whose target ``ts + h`` exists exactly in the series and lies
+    warm row, one per horizon (the job's ``FORECAST_HORIZONS_MIN`` and ``forecast_steps`` times the
+    series' median spacing) whose target ``ts + h`` exists exactly in the series and lies
     inside ``keep`` (no target from a later slice); a target beyond :data:`FORECAST_TARGET_LIMIT`
     scale units is left out and counted (``ForecastData.dropped``).
     """
@@ -184,7 +187,7 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
     det_kind: list[str] = []
     incidents: list[Incident] = []
     incident_keys: list[list[str]] = []
-    fc: dict[str, list[Any]] = {k: [] for k in ("X", "y", "h", "anchor", "scale", "actual", "origin", "step",
+    fc: dict[str, list[Any]] = {k: [] for k in ("X", "y", "h", "anchor", "scale", "actual", "last", "origin", "step",
                                                  "series", "kind")}
     keys = [s.key for s in series]
     n_origins = 0
@@ -208,7 +211,10 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
             dirty[max(a - CLEAN_BEFORE_ROWS, 0):b + clean_after_rows] = True
         index_of = {int(t): i for i, t in enumerate(ts.tolist())} if forecast_every else {}
         t0 = int(ts[0]) if n else 0
-        w_state = SeriesWindow()
+        w_state, season = SeriesWindow(), SeasonalContext()
+        gap_ms = int(np.median(np.diff(ts))) if n > 1 else 0
+        horizons = sorted(set(FORECAST_HORIZONS_MIN) | {int(k * gap_ms // MINUTE_MS) for k in forecast_steps
+                                                        if gap_ms and k * gap_ms % MINUTE_MS == 0})
         for i in range(n):
             t, x = int(ts[i]), float(vals[i])
             inside = lo <= t < hi
@@ -218,11 +224,13 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
                 det_meta.append((si, i, inc >= 0, not dirty[i], inc))
                 det_kind.append(incidents[inc].kind if inc >= 0 else "")
             w_state.update(t, x)
+            season.update(t, x)
             if forecast_every and inside and w_state.warm and i % forecast_every == 0:
-                rows, anchor, scale = w_state.forecaster_rows()
+                rows, anchors, scales = forecaster_rows([w_state], [season], [t], horizons)
+                anchor, scale = float(anchors[0]), float(scales[0])
                 inc = int(inc_of_row[i])
                 any_row = False
-                for hi_, h in enumerate(FORECAST_HORIZONS_MIN):
+                for hi_, h in enumerate(horizons):
                     j = index_of.get(t + h * MINUTE_MS)
                     if j is None or not (lo <= int(ts[j]) < hi):
                         continue
@@ -236,6 +244,7 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
                     fc["anchor"].append(anchor)
                     fc["scale"].append(scale)
                     fc["actual"].append(future)
+                    fc["last"].append(x)
                     fc["origin"].append(n_origins)
                     fc["step"].append((t - t0) // MINUTE_MS)
                     fc["series"].append(si)
@@ -251,7 +260,8 @@ def extract_series(series: Sequence[Series], spec: SeriesSpec, *, detector: bool
             X=np.asarray(fc["X"], dtype=np.float32).reshape(-1, len(FORECASTER_FEATURES)),
             y=np.asarray(fc["y"], dtype=np.float64), horizon=np.asarray(fc["h"], dtype=np.int64),
             anchor=np.asarray(fc["anchor"], dtype=np.float64), scale=np.asarray(fc["scale"], dtype=np.float64),
-            actual=np.asarray(fc["actual"], dtype=np.float64), origin=np.asarray(fc["origin"], dtype=np.int64),
+            actual=np.asarray(fc["actual"], dtype=np.float64), last=np.asarray(fc["last"], dtype=np.float64),
+            origin=np.asarray(fc["origin"], dtype=np.int64),
             step=np.asarray(fc["step"], dtype=np.int64), series=np.asarray(fc["series"], dtype=np.int64),
             kind=np.asarray(fc["kind"], dtype=object), keys=keys, dropped=dropped)
     starts = [int(s.ts[0]) for s in series if len(s.ts)]

@@ -12,7 +12,8 @@ model           fit on                                     evaluated on
 ==============  =========================================  ====================================
 detector        clean points of s+1..3 (8 h, 8 instances)  s+99 (8 h, 8 instances)
                 thresholds and ensemble weight on s+4
-forecaster      s+11..13 (72 h, 2 instances)               s+98 (72 h); intervals from s+14
+forecaster      s+11..13 (72 h, 2 instances) and the       s+98 (72 h) and corpus s+23;
+                synthetic corpus s+21 (training.corpus)    intervals from s+14 and corpus s+22
 clusterer       normal entity steps of s+1..3 and s+11..13 s+99 (peer-drift entities)
 classifier      candidates of s+5..8 (10 h, 8 instances)   candidates of s+99
                 (the job's logic, all three triggers)
@@ -65,9 +66,10 @@ from models.features import (
     classifier_features,
 )
 from models.forecaster import LEVELS, ForecasterModel
+from training import corpus
 from training import evaluate as ev
 from training.candidates import TRIGGERS, build_candidates, sample_weights, trigger_counts
-from training.data import Extract, ScenarioSpec, extract, fingerprint
+from training.data import Extract, ForecastData, ScenarioSpec, extract, fingerprint
 from training.drift import DRIFT_WEIGHT, DriftReport
 from training.export import (
     assert_parity,
@@ -83,8 +85,10 @@ from training.simulate import incident_series
 from training.sources import (
     DataConfig,
     Replay,
+    SeriesSpec,
     detector_shortfall,
     extract_job,
+    extract_series,
     forecaster_shortfall,
     metric_kind_weights,
     nab_jobs,
@@ -169,6 +173,13 @@ class TrainConfig:
             "fc_eval": [ScenarioSpec(s + 98, fc_h, 2, 12 if self.quick else 15)],
         }
 
+    def corpus(self) -> dict[str, tuple[int, int]]:
+        """The forecaster's synthetic corpus (:mod:`training.corpus`): (seed, series) per role."""
+        s = self.seed * 1000
+        n = {"corpus_train": 40, "corpus_cal": 16, "corpus_test": 16} if self.quick else \
+            {"corpus_train": 320, "corpus_cal": 60, "corpus_test": 60}
+        return {role: (s + 21 + k, n[role]) for k, role in enumerate(("corpus_train", "corpus_cal", "corpus_test"))}
+
     @property
     def if_fit_rows(self) -> int:
         return 20_000 if self.quick else 60_000
@@ -227,6 +238,7 @@ class Datasets:
     used: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights: dict[str, Any] | None = None
     generator_fc_eval: Extract | None = None  # the generator's forecaster test, when another source replaced it
+    fc_corpus: list[Extract] = field(default_factory=list)  # the synthetic corpus: fit, calibration, test
 
     @property
     def det_test(self) -> Extract:
@@ -338,6 +350,16 @@ def _workers(cfg: TrainConfig, given: Workers | None) -> Iterator[Workers]:
         return
     with Workers(cfg.n_workers) as w:
         yield w
+
+
+CORPUS_EVERY = {"corpus_train": 11, "corpus_cal": 13, "corpus_test": 17}
+
+
+def _corpus_job(job: tuple[str, int, int]) -> Extract:
+    role, seed, n = job
+    spec = SeriesSpec("corpus", role, (("seed", seed), ("series", n)))
+    return extract_series(corpus.generate(seed, n), spec, detector=False, forecast_every=CORPUS_EVERY[role],
+                          forecast_steps=corpus.FORECAST_STEPS)
 
 
 def _extract_job(job: tuple[ScenarioSpec, dict]) -> Extract:
@@ -455,10 +477,12 @@ def _prepare_generator(cfg: TrainConfig, workers: Workers | None = None) -> Data
     with _workers(cfg, workers) as w:
         extracts = w.map(_extract_job, [(spec, kw) for _, spec, kw in jobs], "replaying scenarios", cfg.progress,
                          _spec_cost)
+        fc_corpus = w.map(_corpus_job, [(role, seed, n) for role, (seed, n) in cfg.corpus().items()],
+                          "replaying the forecaster's corpus", cfg.progress)
     for (role, _, _), e in zip(jobs, extracts, strict=True):
         out.setdefault(role, []).append(e)
     return Datasets(out["det_train"], out["det_val"][0], out["eval"][0], out["fc_train"], out["fc_cal"][0],
-                    out["fc_eval"][0], specs["cls_train"])
+                    out["fc_eval"][0], specs["cls_train"], fc_corpus=fc_corpus)
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,26 +705,32 @@ def _detector_figures(model: DetectorModel, ext: Extract, base: float, k: float,
 
 
 def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
-    """Gradient boosting on normalised future deltas; split-conformal intervals per horizon."""
+    """Gradient boosting on normalised future values, over the scenarios' series and the synthetic
+    corpus; split-conformal intervals per horizon."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     t0 = time.perf_counter()
+    corpus_fit, corpus_cal, corpus_test = (e.forecast for e in data.fc_corpus) if data.fc_corpus else (None,) * 3
     tr = [e.forecast for e in data.fc_train]
-    X = np.concatenate([f.X for f in tr])  # type: ignore[union-attr]
-    y = np.concatenate([f.y for f in tr])  # type: ignore[union-attr]
-    weight = None
+    X = np.concatenate([f.X for f in tr] + ([corpus_fit.X] if corpus_fit is not None else []))  # type: ignore[union-attr]
+    y = np.concatenate([f.y for f in tr] + ([corpus_fit.y] if corpus_fit is not None else []))  # type: ignore[union-attr]
     selection: list[dict] = []
     kinds, dw = _drift_weights(data, "forecaster")
+    # drift on the generator: rows of the drifted metric kinds weigh more in the fit
+    weight = np.concatenate([metric_kind_weights(f.keys, f.series, kinds, dw) if kinds else  # type: ignore[union-attr]
+                             np.ones(len(f.y)) for f in tr])  # type: ignore[union-attr]
+    if corpus_fit is not None:
+        # the corpus weighs as much in total as the scenarios' series: the job's own fleet (its
+        # incidents, recoveries and limits) is not outvoted by the synthetic shapes
+        weight = np.concatenate([weight, np.full(len(corpus_fit.y), weight.sum() / max(len(corpus_fit.y), 1))])
     if kinds:
-        # drift on the generator: rows of the drifted metric kinds weigh more in the fit
-        weight = np.concatenate([metric_kind_weights(f.keys, f.series, kinds, dw) for f in tr])  # type: ignore[union-attr]
         selection = [{"role": "selection", "drift_metric_kinds": kinds, "weight": dw}]
     # 60 trees of 31 leaves: within 3% of the MAE of 200 trees at a third of the per-row cost
     reg = HistGradientBoostingRegressor(
         loss="absolute_error", max_iter=FORECASTER_TREES, learning_rate=0.2, max_leaf_nodes=31,
         min_samples_leaf=40, l2_regularization=1.0, early_stopping=False, random_state=cfg.seed)
     with threadpool_limits(1):
-        reg.fit(X, y) if weight is None else reg.fit(X, y, sample_weight=weight)
+        reg.fit(X, y, sample_weight=weight)
     onnx_bytes = hist_gradient_boosting_regressor_to_onnx(reg, len(FORECASTER_FEATURES))
     cal, test = data.fc_cal.forecast, data.fc_eval.forecast
     assert cal is not None and test is not None
@@ -709,20 +739,22 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
                            atol=1e-4, rtol=1e-5)
 
     post: dict[str, Any] = {
-        "target": "(x(t+h) - anchor) / scale with (rows, anchor, scale) = SeriesWindow.forecaster_rows()",
+        "target": "(x(t+h) - anchor) / scale with (rows, anchor, scale) = models.features.forecaster_rows()",
         "horizons_min": list(FORECAST_HORIZONS_MIN),
         "conformal": {"abs_residual_quantile": {lvl: [1.0] * len(FORECAST_HORIZONS_MIN) for lvl in LEVELS}},
     }
     model = runtime(ForecasterModel, "forecaster", onnx_bytes, FORECASTER_FEATURES, post)
-    res_cal = np.abs(model.predict(cal.X).astype(np.float64) - cal.y)
-    hw = {lvl: [ev.conformal_quantile(res_cal[cal.horizon == h], float(lvl)) for h in FORECAST_HORIZONS_MIN]
+    cals = [cal] if corpus_cal is None else [cal, corpus_cal]
+    cal_h = np.concatenate([c.horizon for c in cals])
+    res_cal = np.concatenate([np.abs(model.predict(c.X).astype(np.float64) - c.y) for c in cals])
+    hw = {lvl: [ev.conformal_quantile(res_cal[cal_h == h], float(lvl)) for h in FORECAST_HORIZONS_MIN]
           for lvl in LEVELS}
     post["conformal"] = {"abs_residual_quantile": hw, "unit": "scale", "method": "split conformal, per horizon",
-                         "calibration_rows": len(cal.y)}
+                         "calibration_rows": len(res_cal)}
     model = runtime(ForecasterModel, "forecaster", onnx_bytes, FORECASTER_FEATURES, post)
 
     pred = model.predict(test.X).astype(np.float64)
-    err, naive = np.abs(pred - test.y), np.abs(test.y)
+    err, naive = np.abs(pred - test.y), np.abs(test.y - _naive(test))
     per_h: dict[str, Any] = {}
     for i, h in enumerate(FORECAST_HORIZONS_MIN):
         m = test.horizon == h
@@ -755,18 +787,30 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
         # the same headline figures on the generator's held-out fleet scenario: comparable across sources
         g = gen.forecast
         g_err = np.abs(model.predict(g.X).astype(np.float64) - g.y)
+        g_naive = np.abs(g.y - _naive(g))
         g_hw = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in g.horizon])
         evaluation["generator_test"] = {
             "test_scenario": gen.spec.source(), "rows": len(g.y), "mae": float(g_err.mean()),
-            "naive_mae": float(np.abs(g.y).mean()),
-            "mae_ratio_vs_naive": float(g_err.mean() / max(float(np.abs(g.y).mean()), 1e-12)),
+            "naive_mae": float(g_naive.mean()),
+            "mae_ratio_vs_naive": float(g_err.mean() / max(float(g_naive.mean()), 1e-12)),
             "coverage_80": float((g_err <= g_hw).mean())}
+    if corpus_test is not None:
+        # the synthetic corpus' held-out series, at the job's horizons (rows at other horizons left out)
+        m = np.isin(corpus_test.horizon, FORECAST_HORIZONS_MIN)
+        c_err = np.abs(model.predict(corpus_test.X[m]).astype(np.float64) - corpus_test.y[m])
+        c_naive = np.abs(corpus_test.y[m] - _naive(corpus_test)[m])
+        c_hw = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in corpus_test.horizon[m]])
+        evaluation["corpus_test"] = {
+            "test_scenario": data.fc_corpus[2].spec.source(), "rows": int(m.sum()), "mae": float(c_err.mean()),
+            "naive_mae": float(c_naive.mean()),
+            "mae_ratio_vs_naive": float(c_err.mean() / max(float(c_naive.mean()), 1e-12)),
+            "coverage_80": float((c_err <= c_hw).mean())}
     fields = {
-        "description": "HistGradientBoostingRegressor (absolute error) on normalised future deltas, "
+        "description": "HistGradientBoostingRegressor (absolute error) on normalised future values, "
                        "one TreeEnsembleRegressor",
         "feature_schema": FORECASTER_FEATURES,
         "inputs": [{"name": "X", "shape": [None, len(FORECASTER_FEATURES)], "dtype": "float32",
-                    "meaning": "SeriesWindow.forecaster_rows() rows, one per horizon in horizons_min"}],
+                    "meaning": "models.features.forecaster_rows() rows, one per horizon in horizons_min"}],
         "outputs": [{"name": "y", "shape": [None, 1], "dtype": "float32",
                      "meaning": "(x(t+h) - anchor) / scale; value = anchor + y * scale"}],
         "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train, "train") + selection),
@@ -784,6 +828,11 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
                    {"regressor": reg, "parity_X": Xp})
 
 
+def _naive(f: ForecastData) -> np.ndarray:
+    """The naive forecast (the last value at the origin) in each row's target units."""
+    return (f.last - f.anchor) / f.scale
+
+
 def _forecast_panels(test: Any, pred: np.ndarray, hw: dict[str, list[float]], step_min: float = 1.0
                      ) -> list[dict[str, Any]]:
     """Rolling forecasts of the held-out series with the most memory-leak rows, at 60 and 360 min."""
@@ -798,7 +847,7 @@ def _forecast_panels(test: Any, pred: np.ndarray, hw: dict[str, list[float]], st
         sc = test.scale[m][o]
         t_h = (test.step[m][o] * step_min + h) / 60.0
         panels.append({"title": f"{test.keys[si]} - horizon {h} min", "t_hours": t_h, "pred": v,
-                       "actual": test.actual[m][o], "naive": test.anchor[m][o],
+                       "actual": test.actual[m][o], "naive": test.last[m][o],
                        "lo80": v - hw["0.8"][i] * sc, "hi80": v + hw["0.8"][i] * sc,
                        "lo95": v - hw["0.95"][i] * sc, "hi95": v + hw["0.95"][i] * sc})
     return panels

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.pipeline import SeriesState
-from models.season import DAY_MS, MINUTE_MS, PROBE, WEEK_MS, SeasonalContext, width_for
+from models.season import DAY_MS, MINUTE_MS, PROBE, WEEK_MS, SeasonalContext, profiles, width_for
 
 HOUR = 3_600_000
 
@@ -101,3 +101,27 @@ def test_a_v4_series_state_reads_with_an_empty_season():
     assert old.season.width_ms == 0 and old.window.history() == st.window.history()
     assert old.surprise.to_bytes() == st.surprise.to_bytes()
     assert old.to_bytes()[0] == 5
+
+
+def test_profile_is_the_median_over_the_last_seven_days_of_the_same_time():
+    c = SeasonalContext()
+    hour = 3_600_000
+    for i in range(24 * 10):  # ten days, hourly; day d adds 10 * d, so the days disagree
+        c.update(i * hour, float(i % 24) + 10.0 * (i // 24))
+    now = (24 * 10 - 1) * hour
+    targets = np.array([now + hour, now + 5 * hour, now + 30 * hour, now - 20 * DAY_MS], dtype=np.int64)
+    med, days, mad, latest = c.profile(targets, spread=0)
+    # one hour ahead (hour 0 of day 10): days 3..9 held 30..90 at hour 0, median 60, spread 20
+    assert (med[0], days[0], mad[0], latest[0]) == (60.0, 7, 20.0, 90.0)
+    assert (med[1], latest[1]) == (64.0, 94.0)  # five hours ahead: hour 4 of days 3..9
+    # 30 h ahead (hour 5 of day 11): its "yesterday" is still to come, so six days: hour 5 of days 4..9
+    assert days[2] == 6 and med[2] == 70.0 and latest[2] == 95.0
+    # a target long before the week the ring holds: nothing known
+    assert days[3] == 0 and np.isnan(med[3]) and np.isnan(latest[3])
+    # the batched form over several contexts (and one without a width yet) equals one by one
+    other = SeasonalContext()
+    got = profiles([c, other, c], np.stack([targets, targets, targets]), spread=0)
+    for j in (0, 2):
+        np.testing.assert_array_equal(got[1][j], days)
+        np.testing.assert_array_equal(np.nan_to_num(got[0][j], nan=-1), np.nan_to_num(med, nan=-1))
+    assert (got[1][1] == 0).all() and np.isnan(got[0][1]).all()

@@ -87,7 +87,7 @@ def test_hgb_regressor_matches_predict(fc_ext) -> None:
                           for it in reg._predictors for p in it])
     feats = np.concatenate([p.nodes["feature_idx"][~p.nodes["is_leaf"].astype(bool)]
                             for it in reg._predictors for p in it])
-    X = np.concatenate([fc.X[:3000], _threshold_rows((feats, thr), 6, np.random.default_rng(1))])
+    X = np.concatenate([fc.X[:3000], _threshold_rows((feats, thr), len(FORECASTER_FEATURES), np.random.default_rng(1))])
     got = run_onnx(data, {"X": X})[0].ravel()
     assert_parity("hgb regressor", got, reg.predict(X), atol=1e-4, rtol=1e-5)
 
@@ -98,9 +98,10 @@ def test_hgb_regressor_export_agrees_with_skl2onnx(fc_ext) -> None:
 
     fc = fc_ext.forecast
     reg = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(fc.X, fc.y)
-    stock = convert_sklearn(reg, initial_types=[("X", FloatTensorType([None, 6]))],
+    nf = len(FORECASTER_FEATURES)
+    stock = convert_sklearn(reg, initial_types=[("X", FloatTensorType([None, nf]))],
                             target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
-    ours = hist_gradient_boosting_regressor_to_onnx(reg, 6)
+    ours = hist_gradient_boosting_regressor_to_onnx(reg, nf)
     X = fc.X[:2000]
     assert_parity("ours vs skl2onnx", run_onnx(ours, {"X": X})[0].ravel(), run_onnx(stock, {"X": X})[0].ravel(),
                   atol=1e-4, rtol=1e-5)
