@@ -201,7 +201,7 @@ def profiles(contexts: Sequence[SeasonalContext], targets_ms: np.ndarray, days: 
     offsets = np.arange(-spread, spread + 1, dtype=np.int64)
     for width, ks in groups.items():
         nb = WEEK_MS // width
-        mean = np.stack([contexts[k].mean for k in ks]).astype(np.float64)
+        mean = np.stack([contexts[k].mean for k in ks])
         count = np.stack([contexts[k].count for k in ks])
         head = np.array([contexts[k].head for k in ks], dtype=np.int64)[:, None, None, None]
         b = ((t_all[ks][:, :, None] - lags) // width)[..., None] + offsets  # (g, m, days, 2 * spread + 1)
@@ -210,7 +210,8 @@ def profiles(contexts: Sequence[SeasonalContext], targets_ms: np.ndarray, days: 
         g = np.arange(len(ks))[:, None, None, None]
         weight = np.where(inside, count[g, idx], 0).astype(np.float64)
         tot = weight.sum(axis=3)
-        day = np.where(tot > 0, (mean[g, idx] * weight).sum(axis=3) / np.maximum(tot, 1.0), np.nan)  # (g, m, days)
+        day = np.where(tot > 0, (mean[g, idx].astype(np.float64) * weight).sum(axis=3) / np.maximum(tot, 1.0),
+                       np.nan)  # (g, m, days)
         have = tot > 0
         kk = have.sum(axis=2)
         lo, hi = np.maximum(kk - 1, 0) // 2, np.minimum(kk // 2, days - 1)

@@ -32,10 +32,9 @@ import math
 import numpy as np
 from scipy.signal import lfilter
 
+from models.season import DAY_MS, MINUTE_MS
 from training.sources import Series
 
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
 INTERVALS_MIN = (1, 5, 5, 10, 15, 60, 60)
 MAX_POINTS = 6000
 START_MS = 1_600_000_000_000

@@ -785,26 +785,9 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
     gen = data.generator_fc_eval
     if gen is not None and gen.forecast is not None:
         # the same headline figures on the generator's held-out fleet scenario: comparable across sources
-        g = gen.forecast
-        g_err = np.abs(model.predict(g.X).astype(np.float64) - g.y)
-        g_naive = np.abs(g.y - _naive(g))
-        g_hw = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in g.horizon])
-        evaluation["generator_test"] = {
-            "test_scenario": gen.spec.source(), "rows": len(g.y), "mae": float(g_err.mean()),
-            "naive_mae": float(g_naive.mean()),
-            "mae_ratio_vs_naive": float(g_err.mean() / max(float(g_naive.mean()), 1e-12)),
-            "coverage_80": float((g_err <= g_hw).mean())}
+        evaluation["generator_test"] = _held_out_figures(model, gen, hw["0.8"])
     if corpus_test is not None:
-        # the synthetic corpus' held-out series, at the job's horizons (rows at other horizons left out)
-        m = np.isin(corpus_test.horizon, FORECAST_HORIZONS_MIN)
-        c_err = np.abs(model.predict(corpus_test.X[m]).astype(np.float64) - corpus_test.y[m])
-        c_naive = np.abs(corpus_test.y[m] - _naive(corpus_test)[m])
-        c_hw = np.asarray([hw["0.8"][FORECAST_HORIZONS_MIN.index(int(h))] for h in corpus_test.horizon[m]])
-        evaluation["corpus_test"] = {
-            "test_scenario": data.fc_corpus[2].spec.source(), "rows": int(m.sum()), "mae": float(c_err.mean()),
-            "naive_mae": float(c_naive.mean()),
-            "mae_ratio_vs_naive": float(c_err.mean() / max(float(c_naive.mean()), 1e-12)),
-            "coverage_80": float((c_err <= c_hw).mean())}
+        evaluation["corpus_test"] = _held_out_figures(model, data.fc_corpus[2], hw["0.8"])
     fields = {
         "description": "HistGradientBoostingRegressor (absolute error) on normalised future values, "
                        "one TreeEnsembleRegressor",
@@ -813,9 +796,10 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
                     "meaning": "models.features.forecaster_rows() rows, one per horizon in horizons_min"}],
         "outputs": [{"name": "y", "shape": [None, 1], "dtype": "float32",
                      "meaning": "(x(t+h) - anchor) / scale; value = anchor + y * scale"}],
-        "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train, "train") + selection),
-                          "sources": _sources(data.fc_train, "fit") + _sources([data.fc_cal], "conformal")
-                          + selection,
+        "training_data": {"fingerprint": fingerprint(X, y, sources=_sources(data.fc_train + data.fc_corpus[:1], "train")
+                                                     + selection),
+                          "sources": _sources(data.fc_train + data.fc_corpus[:1], "fit")
+                          + _sources([data.fc_cal] + data.fc_corpus[1:2], "conformal") + selection,
                           "rows": len(y)},
         "postprocessing": post,
         "evaluation": evaluation,
@@ -826,6 +810,20 @@ def fit_forecaster(cfg: TrainConfig, data: Datasets) -> Trained:
 
     return Trained("forecaster", onnx_bytes, fields, model, evaluation, plot, time.perf_counter() - t0,
                    {"regressor": reg, "parity_X": Xp})
+
+
+def _held_out_figures(model: ForecasterModel, ext: Extract, hw80: list[float]) -> dict[str, Any]:
+    """MAE against naive and 80% coverage on a held-out extract's rows at the job's horizons (rows at
+    other horizons, which the corpus also has, are left out)."""
+    f = ext.forecast
+    assert f is not None
+    m = np.isin(f.horizon, FORECAST_HORIZONS_MIN)
+    err = np.abs(model.predict(f.X[m]).astype(np.float64) - f.y[m])
+    naive = np.abs(f.y[m] - _naive(f)[m])
+    hw = np.asarray([hw80[FORECAST_HORIZONS_MIN.index(int(h))] for h in f.horizon[m]])
+    return {"test_scenario": ext.spec.source(), "rows": int(m.sum()), "mae": float(err.mean()),
+            "naive_mae": float(naive.mean()), "mae_ratio_vs_naive": float(err.mean() / max(float(naive.mean()), 1e-12)),
+            "coverage_80": float((err <= hw).mean())}
 
 
 def _naive(f: ForecastData) -> np.ndarray:
