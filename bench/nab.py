@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import math
 import os
 import signal
 import sys
@@ -52,7 +53,7 @@ from bench.kit import (
     write_job_config,
 )
 from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
-from common.kafka_io import create_topics, end_offset, group_progress
+from common.kafka_io import GroupProgress, create_topics, end_offset, read_topic
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.artifact import ArtifactStore, resolve_version
@@ -144,40 +145,20 @@ def write_config(path: Path, prefix: str, *, base: Path = DEFAULT_CONFIG, bootst
 # The streaming path
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 20.0, settle_s: float = 60.0) -> list[str]:
-    """Every committed record of a one-partition topic, as text, up to its end.
+def read_back(bootstrap: str, topic: str, idle_s: float = 20.0, settle_s: float = 60.0) -> list[str]:
+    """Every committed record of a topic the job wrote, as text, up to its end.
 
-    The end is the last stable offset once no transaction is open any more (waiting up to
-    ``settle_s`` for the job's last commit to land), so that nothing committed is left unread.
+    The end is taken once no transaction is open any more (waiting up to ``settle_s`` for the job's
+    last commit to land), so that nothing committed is left unread; a read that gets no record for
+    ``idle_s`` keeps what it has (:func:`align` then says which rows lack a score).
     """
-    from kafka import KafkaConsumer, TopicPartition
-
-    tp = TopicPartition(topic, 0)
-    raw = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
-    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False,
-                      auto_offset_reset="earliest", max_poll_records=20_000)
-    deadline = time.time() + settle_s
-    while True:
-        end, high = c.end_offsets([tp])[tp], raw.end_offsets([tp])[tp]
-        if end >= high or time.time() > deadline:
-            break
-        time.sleep(0.5)
-    raw.close()
-    c.assign([tp])
-    c.seek_to_beginning(tp)
-    out: list[str] = []
-    last = time.time()
-    while c.position(tp) < end and time.time() - last < idle_s:
-        for recs in c.poll(timeout_ms=1000).values():
-            out.extend(r.value.decode() for r in recs)
-            last = time.time()
-    c.close()
-    return out
+    r = read_topic(bootstrap, topic, must_exist=True, settle_s=settle_s, idle_s=idle_s, timeout_s=math.inf)
+    return [rec.value.decode() for rec in r.records]
 
 
-def _progress(bootstrap: str, group: str, topic: str) -> str:
+def _progress(progress: GroupProgress) -> str:
     try:
-        done, end = group_progress(bootstrap, group, topic)
+        done, end = progress()
         return f"{done}/{end} records committed by the job ({100 * done / max(end, 1):.0f}%)"
     except Exception as e:  # noqa: BLE001 - progress is a courtesy; never fail the run for it
         return f"progress unknown ({e})"
@@ -186,7 +167,7 @@ def _progress(bootstrap: str, group: str, topic: str) -> str:
 def run_job(cfg_path: Path, log_path: Path, timeout_s: float, bootstrap: str, group: str, topic: str) -> float:
     """Run the bounded job in a child process group until it finishes; return its wall time."""
     t0 = time.time()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, GroupProgress(bootstrap, group, topic) as progress:
         job = start_job(cfg_path, bounded=True, log=log)
         print(f"[bench-nab] job started (MiniCluster, pid {job.pid}); log {log_path}", flush=True)
         try:
@@ -195,7 +176,7 @@ def run_job(cfg_path: Path, log_path: Path, timeout_s: float, bootstrap: str, gr
                 if time.time() - t0 > timeout_s:
                     raise MeasurementError(f"the job did not finish within {timeout_s:.0f} s; see {log_path}")
                 if time.time() >= next_note:
-                    print(f"[bench-nab]   {time.time() - t0:.0f} s: {_progress(bootstrap, group, topic)}", flush=True)
+                    print(f"[bench-nab]   {time.time() - t0:.0f} s: {_progress(progress)}", flush=True)
                     next_note += 30
                 time.sleep(1)
         finally:
@@ -520,8 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[bench-nab] the job failed before writing any score; running it again ({e})".splitlines()[0],
                       flush=True)
         t0 = time.time()
-        stream = [parse_score(r) for r in read_topic(boot, scores)]
-        dead_stream = read_topic(boot, topics.dead_letters, idle_s=5)
+        stream = [parse_score(r) for r in read_back(boot, scores)]
+        dead_stream = read_back(boot, topics.dead_letters, idle_s=5)
         read_s = time.time() - t0
         print(f"[bench-nab] job done in {job_s:.0f} s; read {len(stream):,} score records, "
               f"{len(dead_stream)} dead letters", flush=True)

@@ -70,7 +70,7 @@ from bench.kit import (
     write_job_config,
 )
 from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
-from common.kafka_io import create_topics, group_offset
+from common.kafka_io import GroupProgress, create_topics, read_topic
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.context import connect
@@ -432,9 +432,7 @@ class Runner:
     def run(self, t: Target, fleet: Fleet, backlog_n: int, window: tuple[int, int],
             rate: float | None) -> dict[str, Any]:
         """Throughput on the backlog, then latency at ``rate`` (None: 70% of the throughput measured)."""
-        from kafka import KafkaAdminClient
-
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        progress = GroupProgress(self.bootstrap, t.group, t.metrics)
         t_start = time.time()
         p = self.start(t)
         log(f"{t.name}: started (pid {p.pid}); log {self.run_dir / (t.name + '.log')}")
@@ -447,7 +445,7 @@ class Runner:
             next_note = time.time() + 15
             while True:
                 now = time.time()
-                c = group_offset(self.bootstrap, t.group, t.metrics, admin=admin)
+                c = progress.committed()
                 samples.append((now, c))
                 if c >= backlog_n:
                     break
@@ -497,12 +495,12 @@ class Runner:
                     res["checkpoint"] = None
             if rate is None:
                 rate = max(math.floor(steady["events_per_s"] * LATENCY_LOAD / 10) * 10, 10)
-            res["latency"] = self.latency(t, p, fleet, rate, admin)
+            res["latency"] = self.latency(t, p, fleet, rate, progress)
         finally:
             watch.stop_flag.set()
             watch.join(15)
             self.stop(t, p)
-            admin.close()
+            progress.close()
         res["memory"] = {"peak_rss_mib": watch.mem.mib(),
                          "jvm_heap_peak_mib": {k: round(v / 2**20, 1) for k, v in watch.heap_peak.items()} or None}
         if t.kind == "baseline":
@@ -514,7 +512,8 @@ class Runner:
         res["wall_s"] = round(time.time() - t_start, 1)
         return res
 
-    def latency(self, t: Target, p: subprocess.Popen, fleet: Fleet, rate: float, admin) -> dict[str, Any]:
+    def latency(self, t: Target, p: subprocess.Popen, fleet: Fleet, rate: float,
+                progress: GroupProgress) -> dict[str, Any]:
         from kafka import KafkaProducer
 
         a = self.args
@@ -570,7 +569,7 @@ class Runner:
         lat = [(got[k] - sent[k]) * 1000 for k in got]
         by_time = [(got[k] - sent[k]) * 1000 for k in sorted(got, key=sent.__getitem__)]
         third = max(len(by_time) // 3, 1)
-        committed = group_offset(self.bootstrap, t.group, t.metrics, admin=admin)
+        committed = progress.committed()
         backlog_n = self.backlog_n
         return {"rate": rate, "duration_s": a.duration, "events": total, "produce_s": round(produce_s, 2),
                 "spikes": len(sent), "matched": len(got), "other_alerts": len(watch.seen) - len(got),
@@ -584,27 +583,15 @@ class Runner:
 
     def alerts_in_window(self, t: Target, t0: float, t1: float) -> int:
         """Alerts the target emitted (their ``emitted_at``) between ``t0`` and ``t1``."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        c = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                          isolation_level="read_committed" if t.read_committed else "read_uncommitted",
-                          max_poll_records=5000)
-        tp = TopicPartition(t.alerts, 0)
-        c.assign([tp])
-        end = c.end_offsets([tp])[tp]
-        c.seek_to_beginning(tp)
-        n, quiet = 0, time.time()
         lo, hi = t0 * 1000, t1 * 1000
-        while c.position(tp) < end and time.time() - quiet < 10:
-            for recs in c.poll(timeout_ms=500).values():
-                quiet = time.time()
-                for r in recs:
-                    try:
-                        at = _ms(json.loads(r.value)["emitted_at"])
-                    except (ValueError, KeyError):
-                        continue
-                    n += lo <= at <= hi
-        c.close()
+        n = 0
+        for r in read_topic(self.bootstrap, t.alerts, committed=t.read_committed, must_exist=True, idle_s=10,
+                            timeout_s=math.inf).records:
+            try:
+                at = _ms(json.loads(r.value)["emitted_at"])
+            except (ValueError, KeyError):
+                continue
+            n += lo <= at <= hi
         return n
 
 

@@ -8,6 +8,9 @@ acknowledgement and raises :class:`ProduceError` naming how many records failed.
 Bounded reads (for retraining): :func:`read_topic` takes the end offsets of every partition once,
 at the start, and reads up to them (committed records only: the job's sinks are transactional),
 so a topic that keeps growing while it is read still gives a finite, well-defined snapshot.
+``settle_s`` first waits (that long at most) for the transactions open on the topic to end, so that
+a read after a transactional writer stopped leaves nothing it committed unread; ``idle_s`` gives up
+on a read that stalls (no record for that long) as ``timeout_s`` does on one that takes too long.
 ``max_records`` bounds the read to the *latest* records (each partition's share in proportion to
 what it holds), since retraining wants the most recent behaviour. No consumer group is joined and
 nothing is committed: reading for training never moves the job's offsets.
@@ -84,12 +87,16 @@ def client_options(properties: Mapping[str, str]) -> dict[str, Any]:
 
 def read_topic(bootstrap: str, topic: str, *, max_records: int | None = None, timeout_s: float = 120.0,
                must_exist: bool = False, options: Mapping[str, Any] | None = None,
-               progress: bool = False) -> TopicRead:
-    """Every committed record of ``topic`` up to the end offsets taken at the start (the latest
-    ``max_records`` of them when bounded).
+               progress: bool = False, committed: bool = True, settle_s: float = 0.0,
+               idle_s: float | None = None) -> TopicRead:
+    """Every committed record of ``topic`` (every record, open transactions' included, unless
+    ``committed``) up to the end offsets taken at the start (the latest ``max_records`` of them
+    when bounded).
 
-    A missing topic reads as empty (``exists`` False) unless ``must_exist``. The read stops at the
-    end offsets, or after ``timeout_s`` with ``timed_out`` set (what was read is kept).
+    A missing topic reads as empty (``exists`` False) unless ``must_exist``. With ``settle_s``, the
+    end offsets are taken once no transaction is open on the topic any more, or after ``settle_s``
+    regardless. The read stops at the end offsets, or after ``timeout_s`` (or ``idle_s`` without a
+    record) with ``timed_out`` set (what was read is kept).
     """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
@@ -101,7 +108,8 @@ def read_topic(bootstrap: str, topic: str, *, max_records: int | None = None, ti
         # kafka-python checks each batch's CRC-32C in pure Python: 15 s of a 19 s read of 200k records
         # here; the broker checked it when the batch was produced, so a training read skips it.
         consumer = KafkaConsumer(**{"bootstrap_servers": bootstrap, "group_id": None, "enable_auto_commit": False,
-                                    "isolation_level": "read_committed", "auto_offset_reset": "earliest",
+                                    "isolation_level": "read_committed" if committed else "read_uncommitted",
+                                    "auto_offset_reset": "earliest",
                                     "check_crcs": False, "max_partition_fetch_bytes": 8 << 20,
                                     "fetch_max_bytes": 32 << 20, **dict(options or {})})
     except KafkaError as exc:
@@ -115,6 +123,8 @@ def read_topic(bootstrap: str, topic: str, *, max_records: int | None = None, ti
             return TopicRead(topic, exists=False)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
+        if committed and settle_s > 0:
+            _settle(bootstrap, consumer, tps, settle_s, options)
         begin = consumer.beginning_offsets(tps)
         end = consumer.end_offsets(tps)
         start = _bounded_starts(begin, end, max_records)
@@ -124,6 +134,7 @@ def read_topic(bootstrap: str, topic: str, *, max_records: int | None = None, ti
             out.partitions[tp.partition] = {"start": int(start[tp]), "end": int(end[tp]), "read": 0}
         pending = {tp for tp in tps if start[tp] < end[tp]}
         deadline = time.monotonic() + timeout_s
+        last_record = time.monotonic()
         bar = tqdm(total=sum(end[tp] - start[tp] for tp in tps), desc=f"reading {topic}", unit="record",
                    disable=not progress, mininterval=1.0)
         while pending:
@@ -131,7 +142,13 @@ def read_topic(bootstrap: str, topic: str, *, max_records: int | None = None, ti
                 out.timed_out = True
                 log.warning("reading %s timed out after %.0f s with %d records", topic, timeout_s, len(out.records))
                 break
+            if idle_s is not None and time.monotonic() - last_record > idle_s:
+                out.timed_out = True
+                log.warning("reading %s stalled: no record for %.0f s, %d read", topic, idle_s, len(out.records))
+                break
             batches = consumer.poll(timeout_ms=500, max_records=50_000)
+            if batches:
+                last_record = time.monotonic()
             for tp, msgs in batches.items():
                 for m in msgs:
                     if m.offset < end[tp]:
@@ -149,6 +166,25 @@ def read_topic(bootstrap: str, topic: str, *, max_records: int | None = None, ti
         raise TopicReadError(f"cannot read topic {topic!r} from {bootstrap}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def _settle(bootstrap: str, consumer: Any, tps: Sequence[Any], settle_s: float,
+            options: Mapping[str, Any] | None) -> None:
+    """Wait (``settle_s`` at most) until the last stable offset of every partition of ``tps`` has
+    reached its high watermark: no transaction open on them any more."""
+    from kafka import KafkaConsumer
+
+    raw = KafkaConsumer(**{"bootstrap_servers": bootstrap, "group_id": None,
+                           "isolation_level": "read_uncommitted", **dict(options or {})})
+    try:
+        deadline = time.monotonic() + settle_s
+        while True:
+            stable, high = consumer.end_offsets(tps), raw.end_offsets(tps)
+            if all(stable[tp] >= high[tp] for tp in tps) or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+    finally:
+        raw.close()
 
 
 def _bounded_starts(begin: Mapping[Any, int], end: Mapping[Any, int], max_records: int | None) -> dict[Any, int]:
@@ -257,24 +293,51 @@ def end_offset(bootstrap: str, topic: str, *, committed: bool = False) -> int:
         c.close()
 
 
-def group_offset(bootstrap: str, group: str, topic: str, *, admin: Any = None) -> int:
-    """The offset consumer group ``group`` has committed on partition 0 of ``topic`` (0 when none yet).
-    A caller that polls passes its own ``KafkaAdminClient`` as ``admin``."""
-    from kafka import KafkaAdminClient, TopicPartition
-    from kafka.errors import KafkaError
+class GroupProgress:
+    """How far consumer group ``group`` has got on partition 0 of ``topic``, for a caller that asks
+    every few seconds: one admin client and one consumer, each opened on first use and kept until
+    :meth:`close` (or the end of a ``with`` block)."""
 
-    tp = TopicPartition(topic, 0)
-    client = admin if admin is not None else KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offs = client.list_group_offsets(group).get(group, {})
-    except KafkaError:  # on a new broker the group coordinator takes a moment to exist
-        return 0
-    finally:
-        if admin is None:
-            client.close()
-    return offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self.bootstrap, self.group, self.topic = bootstrap, group, topic
+        self._admin: Any = None
+        self._consumer: Any = None
 
+    def committed(self) -> int:
+        """The offset the group has committed (0 when none yet)."""
+        from kafka import KafkaAdminClient, TopicPartition
+        from kafka.errors import KafkaError
 
-def group_progress(bootstrap: str, group: str, topic: str, *, admin: Any = None) -> tuple[int, int]:
-    """(records ``group`` has committed, records in the topic) on partition 0 of ``topic``."""
-    return group_offset(bootstrap, group, topic, admin=admin), end_offset(bootstrap, topic)
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        tp = TopicPartition(self.topic, 0)
+        try:
+            offs = self._admin.list_group_offsets(self.group).get(self.group, {})
+        except KafkaError:  # on a new broker the group coordinator takes a moment to exist
+            return 0
+        return offs[tp].offset if tp in offs and offs[tp].offset >= 0 else 0
+
+    def end(self) -> int:
+        """The topic's high watermark (open transactions included)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_uncommitted")
+        tp = TopicPartition(self.topic, 0)
+        return int(self._consumer.end_offsets([tp])[tp])
+
+    def __call__(self) -> tuple[int, int]:
+        """(records the group has committed, records in the topic)."""
+        return self.committed(), self.end()
+
+    def close(self) -> None:
+        for client in (self._admin, self._consumer):
+            if client is not None:
+                client.close()
+        self._admin = self._consumer = None
+
+    def __enter__(self) -> GroupProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

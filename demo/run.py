@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from common.config import ROOT, VigilConfig
-from common.kafka_io import create_topics, group_progress
+from common.kafka_io import GroupProgress, create_topics, produce
 from jobs.launch import start_job, stop_job
 from models.context import connect, seed
 from training.simulate import SERVICES, Incident, generate, incident_series
@@ -189,32 +189,32 @@ def main(argv: list[str] | None = None) -> int:
     drift_c = Collector(boot, topics.drift)
     for c in (alerts_c, dead_c, drift_c):
         c.start()
-    producer = KafkaProducer(bootstrap_servers=boot, linger_ms=20, batch_size=256 * 1024, acks=1)
-    bad = malformed_records(start + 3_600_000)
-    every = max(len(scen.events) // (len(bad) + 1), 1)
-    produced = 0
-    t0 = time.time()
-    for i, ev in enumerate(scen.events):
-        body = to_prometheus(ev) if ev.get("metric") == "plays_per_min" else ev
-        producer.send(topics.metrics, json.dumps(body, separators=(",", ":")).encode())
-        produced += 1
-        if i % every == every - 1 and bad:
-            producer.send(topics.metrics, bad.pop(0)[0])
-    for payload, _ in bad:
-        producer.send(topics.metrics, payload)
-    producer.flush()
-    expected_dead = Counter(r for _, r in malformed_records(start))
-    print(f"[demo] replayed {produced} events ({len(scen.incidents)} incidents injected) and "
-          f"{sum(expected_dead.values())} malformed records in {time.time() - t0:.1f} s")
-
-    admin = KafkaAdminClient(bootstrap_servers=boot)
-    deadline = time.time() + args.timeout
+    # one set of clients asked every 2 s for the job's progress, for the demo's lifetime
+    progress = GroupProgress(boot, cfg.kafka.group_id, topics.metrics)
     status = 0
-    quiet_since, last_seen = time.time(), -1
     try:
+        bad = malformed_records(start + 3_600_000)
+        every = max(len(scen.events) // (len(bad) + 1), 1)
+        produced = 0
+        t0 = time.time()
+        payloads = []
+        for i, ev in enumerate(scen.events):
+            body = to_prometheus(ev) if ev.get("metric") == "plays_per_min" else ev
+            payloads.append(json.dumps(body, separators=(",", ":")).encode())
+            produced += 1
+            if i % every == every - 1 and bad:
+                payloads.append(bad.pop(0)[0])
+        payloads.extend(payload for payload, _ in bad)
+        produce(boot, topics.metrics, payloads, batch_size=256 * 1024, acks=1)
+        expected_dead = Counter(r for _, r in malformed_records(start))
+        print(f"[demo] replayed {produced} events ({len(scen.incidents)} incidents injected) and "
+              f"{sum(expected_dead.values())} malformed records in {time.time() - t0:.1f} s")
+
+        deadline = time.time() + args.timeout
+        quiet_since, last_seen = time.time(), -1
         while True:
             time.sleep(2)
-            done, end = group_progress(boot, cfg.kafka.group_id, topics.metrics, admin=admin)
+            done, end = progress()
             n_alerts = len(alerts_c.items)
             print(f"[demo] job consumed {done}/{end} records ({100 * done / max(end, 1):.0f}%), "
                   f"alerts {n_alerts}, dead letters {len(dead_c.items)}", flush=True)
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 status = 1
                 break
     finally:
+        progress.close()
         stop_job(job)
         for c in (alerts_c, dead_c, drift_c):
             c.stop_flag.set()
