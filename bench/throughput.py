@@ -73,9 +73,9 @@ from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
 from common.kafka_io import GroupProgress, create_topics, read_topic
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
+from models.catalog import MODEL_NAMES
 from models.context import connect
 from models.pipeline import ENTITY_STATE, SERIES_STATE, ModelBundle
-from operators.stats import MODELS
 from training.simulate import METRICS, SERVICES
 from udfs.parse import series_key
 
@@ -623,7 +623,7 @@ def _timings(samples: list[tuple[float, dict[str, int]]], steady: dict[str, Any]
                    "us_per_record": round(d(f"{op}.cpu_ns") / rec / 1000, 1) if rec else None,
                    "wall_us_per_record": round(d(f"{op}.busy_ns") / rec / 1000, 1) if rec else None,
                    "cpu_share": round(d(f"{op}.cpu_ns") / 1e9 / dt, 3)}
-    for m in MODELS:
+    for m in MODEL_NAMES:
         where = next((o for o in OPERATORS if d(f"{o}.{m}_calls")), None)
         calls = d(f"{where}.{m}_calls") if where else 0
         models[m] = {"calls": calls, "operator": where,

@@ -8,9 +8,10 @@ metric group ``vigil.<operator>``:
   many records an input element holds with a ``records_in`` static method), input elements, and
   the wall-clock and thread CPU nanoseconds its ``process_element`` took for them, state access
   included, emitting the outputs to Flink excluded;
-- ``<model>_calls`` and ``<model>_cpu_ns`` for each of the four models: calls of the model's
-  scoring methods (:data:`MODEL_METHODS`, the outermost call when one calls another) made while
-  that operator handled a record, and the thread CPU nanoseconds they took.
+- ``<model>_calls`` and ``<model>_cpu_ns`` for each model of the catalog
+  (:data:`models.catalog.MODEL_NAMES`): calls of the model's scoring methods
+  (:data:`MODEL_METHODS`, the outermost call when one calls another) made while that operator
+  handled a record, and the thread CPU nanoseconds they took.
 
 Thread CPU time is what a record or a call costs: in thread mode every Python operator of a task
 manager shares one interpreter, so wall-clock time inside a call also counts the time the thread
@@ -34,7 +35,6 @@ from typing import Any
 from models.catalog import MODEL_NAMES
 
 GROUP = "vigil"
-MODELS = MODEL_NAMES  # the per-model counters, one per runtime model
 # the methods through which the logic scores with each model (module, class, methods)
 MODEL_METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "detector": ("models.detector", "DetectorModel", ("score_one", "score", "score_samples")),
@@ -56,8 +56,8 @@ class OperatorStats:
     def __init__(self, metrics_group: Any | None, name: str) -> None:
         self.name = name
         self.records = self.batches = self.busy_ns = self.cpu_ns = 0
-        self.model_calls = dict.fromkeys(MODELS, 0)
-        self.model_cpu_ns = dict.fromkeys(MODELS, 0)
+        self.model_calls = dict.fromkeys(MODEL_NAMES, 0)
+        self.model_cpu_ns = dict.fromkeys(MODEL_NAMES, 0)
         self.depth = 0  # > 0 while a model call is timed (nested calls are part of it)
         self._flushed: dict[str, int] = {}
         self._next_flush = 0
@@ -65,12 +65,12 @@ class OperatorStats:
         if metrics_group is not None:
             g = metrics_group.add_group(GROUP).add_group(name)
             names = ["records", "batches", "busy_ns", "cpu_ns"]
-            names += [f"{m}_{k}" for m in MODELS for k in ("calls", "cpu_ns")]
+            names += [f"{m}_{k}" for m in MODEL_NAMES for k in ("calls", "cpu_ns")]
             self._counters = {n: g.counter(n) for n in names}
 
     def totals(self) -> dict[str, int]:
         out = {"records": self.records, "batches": self.batches, "busy_ns": self.busy_ns, "cpu_ns": self.cpu_ns}
-        for m in MODELS:
+        for m in MODEL_NAMES:
             out[f"{m}_calls"], out[f"{m}_cpu_ns"] = self.model_calls[m], self.model_cpu_ns[m]
         return out
 

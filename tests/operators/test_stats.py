@@ -89,3 +89,13 @@ def test_each_thread_counts_for_its_own_operator(monkeypatch):
     assert (a._vigil_stats.records, b._vigil_stats.records) == (300, 200)
     assert (a._vigil_stats.model_calls["detector"], b._vigil_stats.model_calls["detector"]) == (300, 200)
     assert a._vigil_stats.cpu_ns > 0 and b._vigil_stats.cpu_ns > 0
+
+
+def test_the_counters_and_the_timed_methods_are_those_of_the_catalogs_models():
+    from models.catalog import BY_NAME, MODEL_NAMES
+
+    st = stats.OperatorStats(None, "op")
+    assert [k for k in st.totals() if k.endswith("_calls")] == [f"{m}_calls" for m in MODEL_NAMES]
+    assert list(stats.MODEL_METHODS) == list(MODEL_NAMES)
+    for name, (module, cls_name, _) in stats.MODEL_METHODS.items():
+        assert BY_NAME[name].runtime.__module__ == module and BY_NAME[name].runtime.__name__ == cls_name
