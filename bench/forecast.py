@@ -17,10 +17,8 @@ interval covering 75% to 85%. A benchmark: it reports what it measured and never
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import subprocess
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -29,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.kit import add_store, parser, short_commit
 from training import backtest as bt
-from training.nab import PROJECT_ROOT, nab_root
+from training.nab import nab_root
 
 CATEGORIES = ("realAWSCloudwatch", "realTweets", "realTraffic", "realAdExchange", "realKnownCause")
 SETTINGS: dict[str, dict[str, Any]] = {"5min": {"freq": "5min", "horizon": 48, "season": 288},
@@ -76,9 +75,7 @@ def run(store: str, out_dir: Path, runs_dir: Path, nab: str | None = None) -> di
     model = bt.load_forecaster(store)
     runs_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    report: dict[str, Any] = {"commit": commit, "forecaster_version": model.version,
+    report: dict[str, Any] = {"commit": short_commit(), "forecaster_version": model.version,
                               "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "settings": {}}
     for name, st in SETTINGS.items():
         freq_ms = bt.parse_freq(st["freq"])
@@ -118,8 +115,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.forecast", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default="artifacts")
+    p = parser("bench.forecast", __doc__)
+    add_store(p)
     p.add_argument("--out", default="reports", help="where forecast.json, forecast.md and plots go")
     p.add_argument("--runs-dir", default="runs/bench-forecast", help="where the series CSVs go")
     p.add_argument("--nab-root", default=None)

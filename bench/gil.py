@@ -11,11 +11,11 @@ prints thread CPU and wall microseconds per iteration for each thread. It fails 
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
 
+from bench.kit import add_store, parser
 from models.pipeline import ModelBundle
 
 ROW = [0.5, 0.2, -0.3, 0.1, 0.0, 0.05]
@@ -44,8 +44,8 @@ def run(bundle: ModelBundle, threads: int, calls: int, python_work: int) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.gil", description=__doc__.splitlines()[0])
-    ap.add_argument("--store", default="artifacts", help="artifact store (default: %(default)s)")
+    ap = parser("bench.gil", __doc__)
+    add_store(ap)
     ap.add_argument("--calls", type=int, default=3000, help="calls per thread (default: %(default)s)")
     args = ap.parse_args(argv)
     bundle = ModelBundle.load(args.store)

@@ -1,15 +1,22 @@
-"""What the benchmarks (``make bench-nab``, ``make bench``) share: run configs, topics, producing,
-offsets, process memory, and the environment and commit a report names.
+"""What the benchmarks (``make bench-nab``, ``make bench``, ``make bench-forecast`` and the small
+``python -m bench.*`` ones) share: their command lines, the start of a run, run configs, topics,
+producing, process memory, and the environment and commit a report names.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.metadata
 import os
 import platform
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,61 @@ LIBRARIES = ("apache-flink", "kafka-python", "onnxruntime", "numpy", "scikit-lea
 
 class MeasurementError(RuntimeError):
     """The benchmark could not measure what it claims to (not a slow machine: a broken run)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Command lines and the start of a run
+
+
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m <module>``, described by the first paragraph of its docstring."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
+
+
+def add_store(ap: argparse.ArgumentParser, default: str | None = "artifacts") -> None:
+    """``--store``: the artifact store the benchmark loads its models from."""
+    ap.add_argument("--store", default=default, help="artifact store (default: %(default)s)" if default
+                    else "artifact store (default: the config's registry.root)")
+
+
+def add_job_run(ap: argparse.ArgumentParser, name: str, *, run_dir: str, timeout: float, timeout_help: str) -> None:
+    """The options of a benchmark that runs the job on topics of its own (run :func:`start_run` with
+    the same ``name``): where the report goes, the job's base config and services, the run's
+    topics and folder (``run_dir`` says what it holds), when to give up, whether to keep the topics."""
+    ap.add_argument("--out", default=str(ROOT / "reports"), help="report folder (default: %(default)s)")
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="base job YAML (default: %(default)s)")
+    add_store(ap, None)
+    ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: the config's)")
+    ap.add_argument("--redis-url", default=None, help="Redis URL (default: the config's)")
+    ap.add_argument("--topic-prefix", default=None, help=f"prefix of the run's topics (default: {name}-<UTC time>)")
+    ap.add_argument("--run-dir", default=None, help=f"{run_dir} (default: runs/{name}-<UTC time>)")
+    ap.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
+    ap.add_argument("--keep-topics", action="store_true", help="keep the run's topics (default: delete them)")
+
+
+@dataclass(frozen=True)
+class Run:
+    """The start of a benchmark run: when, the load then, the commit measured (taken before the run
+    writes its own report files into the tree), its topic prefix, run folder and report folder."""
+
+    started: float
+    load_start: tuple[float, float, float]
+    git: dict[str, Any]
+    prefix: str
+    run_dir: Path
+    out: Path
+
+
+def start_run(args: argparse.Namespace, name: str) -> Run:
+    """Begin a run of the options of :func:`add_job_run`: a TERM exits (so that ``finally`` blocks
+    stop what the run started), the topic prefix and run folder default to ``<name>-<UTC time>``,
+    the run folder is made."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started, load_start, git = time.time(), os.getloadavg(), git_state()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / f"{name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Run(started, load_start, git, args.topic_prefix or f"{name}-{stamp}", run_dir, Path(args.out))
 
 
 def write_job_config(path: Path, prefix: str, *, name: str, base: Path = DEFAULT_CONFIG, bootstrap: str | None = None,
@@ -180,6 +242,16 @@ def git_state() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, []
     return {"commit": commit, "dirty_files": dirty}
+
+
+def short_commit() -> str:
+    """The commit checked out, abbreviated as ``git`` abbreviates it (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out.strip() or "unknown"
 
 
 def fmt(x: float | None, nd: int = 2) -> str:

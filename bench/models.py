@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.kit import add_store, parser
 from models.artifact import ArtifactStore
 from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
@@ -110,11 +111,10 @@ def measure_latencies(store_root: str | Path, n: int = 5000) -> dict[str, dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default="artifacts", help="artifact store (default: %(default)s)")
+    p = parser("bench.models", __doc__)
+    add_store(p)
     p.add_argument("-n", type=int, default=5000, help="calls per measurement (default: %(default)s)")
     args = p.parse_args(argv)
     print(json.dumps(measure_latencies(args.store, n=args.n), indent=2))

@@ -31,7 +31,6 @@ import heapq
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -44,15 +43,17 @@ import yaml
 
 from bench.kit import (
     MeasurementError,
+    add_job_run,
     delete_topics,
     environment,
     fmt,
-    git_state,
     job_topics,
+    parser,
     produce,
+    start_run,
     write_job_config,
 )
-from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
+from common.config import DEFAULT_CONFIG, VigilConfig
 from common.kafka_io import GroupProgress, create_topics, end_offset, read_topic
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
@@ -62,6 +63,7 @@ from models.pipeline import ModelBundle, score_json
 from training import nab
 from udfs.parse import series_key
 
+NAME = "bench-nab"  # the run's topic prefix and folder: bench-nab-<UTC time>
 DETECTOR = "vigil"
 # published detectors shown beside ours (names as in final_results.json, labels as in the README)
 SCOREBOARD = (("ARTime", "ARTime"), ("numenta", "Numenta HTM"), ("contextOSE", "CAD OSE"),
@@ -433,20 +435,13 @@ def by_category(corpus: Sequence[nab.NabFile], result: nab.ProfileResult) -> dic
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__.splitlines()[0])
+    ap = parser("bench.nab", __doc__)
     ap.add_argument("--nab-root", default=None, help="NAB folder (default: $VIGIL_NAB_ROOT or ../shared/datasets/nab)")
     ap.add_argument("--files", nargs="+", default=None,
                     help="only these files (key such as realKnownCause/nyc_taxi.csv, file name, stem or category)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of each file (smoke runs)")
-    ap.add_argument("--out", default=str(ROOT / "reports"), help="report folder (default: %(default)s)")
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="base job YAML (default: %(default)s)")
-    ap.add_argument("--store", default=None, help="artifact store (default: the config's registry.root)")
-    ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: the config's)")
-    ap.add_argument("--redis-url", default=None, help="Redis URL (default: the config's)")
-    ap.add_argument("--topic-prefix", default=None, help="prefix of the run's topics (default: bench-nab-<UTC time>)")
-    ap.add_argument("--run-dir", default=None, help="job config and log (default: runs/bench-nab-<UTC time>)")
-    ap.add_argument("--timeout", type=float, default=3600, help="give up on the job after this many seconds")
-    ap.add_argument("--keep-topics", action="store_true", help="keep the run's topics (default: delete them)")
+    add_job_run(ap, NAME, run_dir="job config and log", timeout=3600,
+                timeout_help="give up on the job after this many seconds")
     ap.add_argument("--no-surprise", dest="surprise", action="store_false",
                     help="score with the job's shipped default (scoring.surprise.enabled false) instead of the "
                          "detector's surprise")
@@ -455,15 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM must still stop the job we started
-    t_start = time.time()
-    load_start = os.getloadavg()
-    git = git_state()  # before the run writes its own report files into the tree
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    prefix = args.topic_prefix or f"bench-nab-{stamp}"
-    run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / f"bench-nab-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
+    run = start_run(args, NAME)
+    t_start, load_start, git, prefix, run_dir, out = (run.started, run.load_start, run.git, run.prefix, run.run_dir,
+                                                      run.out)
 
     corpus = nab.load_corpus(args.nab_root, args.files, args.limit)
     rows = replay_order(corpus)

@@ -60,16 +60,18 @@ from bench import baseline as bench_baseline
 from bench.kit import (
     MeasurementError,
     PeakMemory,
+    add_job_run,
     delete_topics,
     environment,
     fmt,
-    git_state,
     group_pids,
     job_topics,
+    parser,
     produce,
+    start_run,
     write_job_config,
 )
-from common.config import DEFAULT_CONFIG, ROOT, VigilConfig
+from common.config import ROOT, VigilConfig
 from common.kafka_io import GroupProgress, create_topics, read_topic
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
@@ -79,6 +81,7 @@ from models.pipeline import ENTITY_STATE, SERIES_STATE, ModelBundle
 from training.simulate import METRICS, SERVICES
 from udfs.parse import series_key
 
+NAME = "bench"  # the run's topic prefix and folder: bench-<UTC time>
 TAG = "[bench]"
 STEP_MS = 60_000  # event-time spacing of a series' samples in the backlog
 SPIKE_FACTOR = 7.0
@@ -906,7 +909,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
+    ap = parser("bench.throughput", __doc__)
     ap.add_argument("--series", type=int, default=500, help="number of series (default: %(default)s)")
     ap.add_argument("--instances", type=int, default=2, help="instances per service (default: %(default)s)")
     ap.add_argument("--events", type=int, default=400_000,
@@ -923,17 +926,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint-interval-ms", type=int, default=None,
                     help="the job's checkpoint interval, and the baseline's commit interval (default: the config's)")
     ap.add_argument("--job-heap", default="768m", help="-Xmx of the job's JVM (default: %(default)s)")
-    ap.add_argument("--out", default=str(ROOT / "reports"), help="report folder (default: %(default)s)")
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="base job YAML (default: %(default)s)")
-    ap.add_argument("--store", default=None, help="artifact store (default: the config's registry.root)")
-    ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: the config's)")
-    ap.add_argument("--redis-url", default=None, help="Redis URL (default: the config's)")
-    ap.add_argument("--topic-prefix", default=None, help="prefix of the run's topics (default: bench-<UTC time>)")
-    ap.add_argument("--run-dir", default=None, help="configs and logs (default: runs/bench-<UTC time>)")
-    ap.add_argument("--timeout", type=float, default=900, help="give up on a target's backlog after this many s")
+    add_job_run(ap, NAME, run_dir="configs and logs", timeout=900,
+                timeout_help="give up on a target's backlog after this many s")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS,
                     help="measure only these (a partial run writes no report; for looking into one target)")
-    ap.add_argument("--keep-topics", action="store_true", help="keep the run's topics (default: delete them)")
     return ap
 
 
@@ -941,15 +937,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rate != "auto" and float(args.rate) <= 0:
         raise SystemExit(f"--rate must be positive or 'auto'; got {args.rate}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM must still stop what we started
-    t_start = time.time()
-    load_start = os.getloadavg()
-    args.git_state = git_state()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    prefix = args.topic_prefix or f"bench-{stamp}"
-    run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / f"bench-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
+    run = start_run(args, NAME)
+    t_start, load_start, prefix, run_dir, out = run.started, run.load_start, run.prefix, run.run_dir, run.out
+    args.git_state = run.git  # as the run started: what was measured
 
     fleet = Fleet(args.series, args.instances)
     targets: list[Target] = []
