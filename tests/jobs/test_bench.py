@@ -87,3 +87,26 @@ def test_job_config_has_every_topic_under_the_prefix_and_the_options_given(tmp_p
     assert cfg.kafka.topics.scores is None and cfg.kafka.topics.metrics == "b-x.metrics"
     assert cfg.job.delivery == "at_least_once" and cfg.job.flink_options == {"rest.port": 1234}
     assert cfg.alerts.dedup_window_s == 1 and cfg.job.name == "vigil-bench-x" and cfg.kafka.group_id == "b-x"
+
+
+def test_the_job_benchmarks_share_their_run_options_and_start(tmp_path, monkeypatch):
+    from bench import kit
+    from bench import nab as bench_nab
+    from common.config import DEFAULT_CONFIG, ROOT
+
+    ap = kit.parser("bench.x", "What it measures.\nStill the first paragraph.\n\nDetails.")
+    kit.add_job_run(ap, "bench-x", run_dir="logs", timeout=5, timeout_help="give up")
+    assert ap.prog == "python -m bench.x" and ap.description == "What it measures.\nStill the first paragraph."
+    a = ap.parse_args([])
+    assert (a.out, a.config, a.store, a.bootstrap, a.redis_url, a.topic_prefix, a.run_dir, a.timeout,
+            a.keep_topics) == (str(ROOT / "reports"), str(DEFAULT_CONFIG), None, None, None, None, None, 5, False)
+    # the two that run the job keep their own timeouts; the rest is the kit's
+    assert bench.build_parser().parse_args([]).timeout == 900
+    assert bench_nab.build_parser().parse_args([]).timeout == 3600
+
+    monkeypatch.setattr(kit.signal, "signal", lambda *_: None)  # not the test process' TERM handler
+    run = kit.start_run(ap.parse_args(["--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "rep")]), "bench-x")
+    assert run.run_dir == tmp_path / "run" and run.run_dir.is_dir() and run.out == tmp_path / "rep"
+    assert run.prefix.startswith("bench-x-20") and run.prefix.endswith("Z") and len(run.load_start) == 3
+    assert run.git["commit"] and run.git["commit"].startswith(kit.short_commit())
+    assert kit.start_run(ap.parse_args(["--run-dir", str(tmp_path / "run"), "--topic-prefix", "p"]), "x").prefix == "p"
