@@ -29,8 +29,8 @@ from time import perf_counter_ns
 from typing import Any
 
 from udfs.parse import series_key
+from udfs.records import BaselineAlertRecord
 
-SCHEMA = "vigil.bench-baseline-alert/v1"
 # chosen for a per-series model on a 2-core machine: river's defaults (height 8, window 250) take
 # about 1.1 MB a series and score nothing before a series' 250th sample
 HST = {"n_trees": 10, "height": 6, "window_size": 50}
@@ -89,10 +89,9 @@ class Baseline:
             return None
         self.alerts += 1
         ts = int(d["timestamp"])
-        return json.dumps({"schema": SCHEMA, "series": {"key": key, "service": d["service"], "metric": d["metric"],
-                                                        "tags": tags},
-                           "event_time": iso(ts), "emitted_at": iso(now_ms), "value": x["value"],
-                           "score": round(float(score), 6)}, separators=(",", ":")).encode()
+        return BaselineAlertRecord({"key": key, "service": d["service"], "metric": d["metric"], "tags": tags},
+                                   event_time=iso(ts), emitted_at=iso(now_ms), value=x["value"],
+                                   score=round(float(score), 6)).to_json().encode()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

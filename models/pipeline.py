@@ -57,11 +57,8 @@ from models.rules import NONE, Effects, Window, lowered
 from models.season import SeasonalContext
 from models.surprise import SurpriseState, surprise_round
 from udfs.parse import Feedback, split_series_key
+from udfs.records import AlertRecord, DriftRecord, ForecastRecord, ScoreRecord, ShadowRecord
 
-ALERT_SCHEMA = "vigil.alert/v1"
-FORECAST_SCHEMA = "vigil.forecast/v1"
-DRIFT_SCHEMA = "vigil.drift/v1"
-SHADOW_SCHEMA = "vigil.shadow/v1"
 SERIES_STATE = "series_state/v5"
 ENTITY_STATE = "entity_state/v4"
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -441,13 +438,11 @@ class SeriesLogic:
                         trigger = "forecast"
                 if st.since_forecast >= self.cfg.forecast_every:
                     st.since_forecast = 0
-                    sides[i].append(("forecast", json.dumps({
-                        "schema": FORECAST_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
-                        "tags": dict(ev.tags), "event_time": iso(ev.ts_ms), "value": x,
-                        "horizons": [_round_fc(f) for f in forecast], "interval": 0.8,
-                        "time_to_breach_s": None if ttb is None else round(ttb, 1), "limit": limit,
-                        "model_version": fc_m.version,
-                    }, separators=(",", ":"))))
+                    sides[i].append(("forecast", ForecastRecord(
+                        ev.series, ev.service, ev.metric, dict(ev.tags), iso(ev.ts_ms), x,
+                        horizons=[_round_fc(f) for f in forecast], interval=0.8,
+                        time_to_breach_s=None if ttb is None else round(ttb, 1), limit=limit,
+                        model_version=fc_m.version).to_json()))
                     if sh_fc is not None:
                         sides[i].append(("shadow", _shadow(ev, "forecaster", fc_m.version,
                                                            {"horizons": [_round_fc(f) for f in forecast]},
@@ -477,27 +472,21 @@ class SeriesLogic:
     @staticmethod
     def _drift(ev: Any, signal: str, model: str, version: str, test: DriftTest, ph: PHState,
                now_ms: int | None) -> str:
-        return json.dumps({
-            "schema": DRIFT_SCHEMA, "series": ev.series, "service": ev.service, "metric": ev.metric,
-            "tags": dict(ev.tags), "signal": signal, "model": model, "model_version": version,
-            "detector": "page_hinkley", "event_time": iso(ev.ts_ms),
-            "detected_at": iso(ev.ts_ms if now_ms is None else now_ms), "stats": test.stats(ph),
-        }, separators=(",", ":"))
+        return DriftRecord(ev.series, ev.service, ev.metric, dict(ev.tags), signal=signal, model=model,
+                           model_version=version, detector="page_hinkley", event_time=iso(ev.ts_ms),
+                           detected_at=iso(ev.ts_ms if now_ms is None else now_ms), stats=test.stats(ph)).to_json()
 
 
 def _shadow(ev: Any, model: str, prod_version: str, prod: dict, shadow_version: str, shadow: dict) -> str:
     """One shadow comparison record (``vigil.shadow/v1``): what production and shadow said of one input."""
-    return json.dumps({"schema": SHADOW_SCHEMA, "model": model, "series": ev.series, "service": ev.service,
-                       "event_time": iso(ev.ts_ms), "production": {"version": prod_version, **prod},
-                       "shadow": {"version": shadow_version, **shadow}}, separators=(",", ":"))
+    return ShadowRecord(model, ev.series, ev.service, iso(ev.ts_ms), production={"version": prod_version, **prod},
+                        shadow={"version": shadow_version, **shadow}).to_json()
 
 
 def score_json(s: Scored) -> str:
     """One scored sample as JSON (``vigil.score/v1``): what the detector said of every row."""
-    return json.dumps({"schema": "vigil.score/v1", "series": s.series, "ts_ms": s.ts_ms, "value": s.value,
-                       "score": round(s.score, 6), "threshold": round(s.threshold, 6), "trigger": s.trigger,
-                       "evidence": round(s.evidence, 6)},
-                      separators=(",", ":"))
+    return ScoreRecord(s.series, s.ts_ms, s.value, score=round(s.score, 6), threshold=round(s.threshold, 6),
+                       trigger=s.trigger, evidence=round(s.evidence, 6)).to_json()
 
 
 def _round_fc(f: dict) -> dict:
@@ -829,11 +818,10 @@ class EntityLogic:
             last = g.get("alert")
             if last is None:  # a group from before alerts were kept in it (entity_state/v2): nothing to revise
                 continue
-            out.append(json.dumps({
-                **last, "revision": g["revision"] + 1, "status": "resolved", "severity": g["severity"],
-                "window": {"start": iso(g["start"]), "end": iso(g["last"]), "candidates": g["count"]},
-                "endsAt": iso(g["last"] + window), "emitted_at": iso(now_ms), "related_series": g["related"],
-            }, separators=(",", ":")))
+            out.append(AlertRecord.revised_json(
+                last, revision=g["revision"] + 1, status="resolved", severity=g["severity"],
+                window={"start": iso(g["start"]), "end": iso(g["last"]), "candidates": g["count"]},
+                endsAt=iso(g["last"] + window), emitted_at=iso(now_ms), related_series=g["related"]))
         return out
 
     def expire(self, st: EntityState, clock_ms: int, now_ms: int) -> tuple[str, list[str]]:
@@ -943,59 +931,58 @@ class EntityLogic:
         frac = 1.0 if s.entity is None else min(len(involved) / n_entities, 1.0)
         explanation = m.detector.explain(det)[:3]
         fc = s.forecast
-        alert = {
-            "schema": ALERT_SCHEMA,
-            "alert_id": group["alert_id"],
-            "fingerprint": group["fingerprint"],
-            "revision": group["revision"],
-            "status": status,
-            "trigger": trigger,
-            "series": {"key": s.series, "service": s.service, "metric": s.metric, "tags": dict(s.tags),
-                       "entity": s.entity},
-            "window": {"start": iso(group["start"]), "end": iso(s.ts_ms), "candidates": group["count"]},
-            "startsAt": iso(group["start"]),
-            "endsAt": None,  # set on the "resolved" revision
-            "event_time": iso(s.ts_ms),
-            "emitted_at": iso(now_ms),
-            "value": _r(s.value),
-            "expected_value": _r(s.expected),
-            "anomaly": {"score": round(score, 4), "threshold": round(threshold, 4),
-                        "detector_score": round(s.score, 4)},
-            "severity": severity,
-            "priority": priority,
-            "category": category,
-            "team": team,
-            "false_positive_probability": round(fp, 4),
-            "classifier": {"priority": _rd(cls["priority"]), "category": _rd(cls["category"]),
-                           "team": _rd(cls["team"]), "fp": round(cls["fp"], 4), "priority_demoted": demoted,
-                           "features": [round(v, 6) for v in row]},
-            "feedback": _feedback_summary(st.feedback.get(category) if st.feedback else None),
-            "impact": business_impact(category, severity, ctx, frac),
-            "forecast": {
+        alert = AlertRecord(
+            alert_id=group["alert_id"],
+            fingerprint=group["fingerprint"],
+            revision=group["revision"],
+            status=status,
+            trigger=trigger,
+            series={"key": s.series, "service": s.service, "metric": s.metric, "tags": dict(s.tags),
+                    "entity": s.entity},
+            window={"start": iso(group["start"]), "end": iso(s.ts_ms), "candidates": group["count"]},
+            startsAt=iso(group["start"]),
+            endsAt=None,  # set on the "resolved" revision
+            event_time=iso(s.ts_ms),
+            emitted_at=iso(now_ms),
+            value=_r(s.value),
+            expected_value=_r(s.expected),
+            anomaly={"score": round(score, 4), "threshold": round(threshold, 4),
+                     "detector_score": round(s.score, 4)},
+            severity=severity,
+            priority=priority,
+            category=category,
+            team=team,
+            false_positive_probability=round(fp, 4),
+            classifier={"priority": _rd(cls["priority"]), "category": _rd(cls["category"]),
+                        "team": _rd(cls["team"]), "fp": round(cls["fp"], 4), "priority_demoted": demoted,
+                        "features": [round(v, 6) for v in row]},
+            feedback=_feedback_summary(st.feedback.get(category) if st.feedback else None),
+            impact=business_impact(category, severity, ctx, frac),
+            forecast={
                 "interval": 0.8,
                 "horizons": [_round_fc(f) for f in fc] if fc else [],
                 "time_to_breach_s": None if s.time_to_breach_s is None else round(s.time_to_breach_s, 1),
                 "limit": s.limit,
             },
-            "cluster": None if cluster is None else {
+            cluster=None if cluster is None else {
                 "id": int(cluster.cluster_id), "distance": round(cluster.distance, 4),
                 "outlier_score": round(cluster.outlier, 4)},
-            "explanation": {
+            explanation={
                 "top_features": [{"feature": f, "deviation_iqr": round(v, 3)} for f, v in explanation],
                 "summary": _summary(s, trigger, explanation, cluster),
                 "rules": _rule_notes(s, trigger, score, likely_false),
             },
-            "suppressed_by": ([*(["false_positive_probability"] if likely_false else []),
-                               *(["maintenance"] if eff.maintenance is not None else [])]),
-            "deploying": eff.deploy is not None,
-            "recommended_actions": recommended_actions(category, s.metric, s.service, s.entity, trigger,
-                                                       s.time_to_breach_s, s.limit, len(related)),
-            "related_series": group["related"],
-            "models": {"detector": s.versions.detector, "forecaster": s.versions.forecaster,
-                       "clusterer": m.clusterer.version, "classifier": classifier.version},
-        }
-        group["alert"] = alert  # what the "resolved" revision will repeat
-        return out + [json.dumps(alert, separators=(",", ":"))]
+            suppressed_by=([*(["false_positive_probability"] if likely_false else []),
+                            *(["maintenance"] if eff.maintenance is not None else [])]),
+            deploying=eff.deploy is not None,
+            recommended_actions=recommended_actions(category, s.metric, s.service, s.entity, trigger,
+                                                    s.time_to_breach_s, s.limit, len(related)),
+            related_series=group["related"],
+            models={"detector": s.versions.detector, "forecaster": s.versions.forecaster,
+                    "clusterer": m.clusterer.version, "classifier": classifier.version},
+        )
+        group["alert"] = alert.to_dict()  # what the "resolved" revision will repeat
+        return out + [alert.to_json()]
 
 
 def _rule_notes(s: Scored, trigger: str, score: float, likely_false: bool) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ encodings of :mod:`models.pipeline`.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from models.shard import ShardLogic, ShardState
 from operators.metrics import JobMetrics
 from operators.stats import instrumented
 from udfs.parse import DeadLetter, ParseLimits, parse_model_update
+from udfs.records import ModelEventRecord
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FORECASTS = OutputTag("forecasts", Types.STRING())
@@ -107,8 +107,7 @@ class HotSwap(KeyedBroadcastProcessFunction):
 
 
 def _model_event(op: str, model, version, status: str, detail: str, now_ms: int, alias: str = "production") -> str:
-    return json.dumps({"schema": "vigil.model-event/v1", "operator": op, "model": model, "version": version,
-                       "alias": alias, "status": status, "detail": detail, "at_ms": now_ms}, separators=(",", ":"))
+    return ModelEventRecord(op, model, version, alias, status, detail, now_ms).to_json()
 
 
 # the shard's keyed state: one map entry per series and per service, valued by their byte encodings

@@ -23,8 +23,8 @@ from typing import Any
 from common.kafka_io import create_topics
 from models.artifact import ArtifactError, ArtifactStore
 from models.catalog import FEATURE_SCHEMAS
+from udfs.records import ModelUpdateRecord
 
-UPDATE_SCHEMA = "vigil.model-update/v1"
 ALIASES = ("production", "shadow")
 
 
@@ -37,8 +37,7 @@ def _key(name: str, *parts: str) -> str:
 
 
 def update_event(model: str, version: str | None, alias: str, previous: str | None, action: str, by: str) -> dict:
-    return {"schema": UPDATE_SCHEMA, "model": model, "version": version, "alias": alias, "previous": previous,
-            "action": action, "by": by, "at": datetime.now(UTC).isoformat()}
+    return ModelUpdateRecord(model, version, alias, previous, action, by, datetime.now(UTC).isoformat()).to_dict()
 
 
 class Registry:

@@ -38,8 +38,8 @@ from datetime import datetime
 from typing import Any
 
 from udfs.parse import split_series_key
+from udfs.records import DriftRecord
 
-DRIFT_SCHEMA = "vigil.drift/v1"
 DRIFT_MODELS = ("detector", "forecaster")
 DRIFT_WEIGHT = 3.0
 MAX_LISTED = 20
@@ -129,8 +129,9 @@ def parse_drift(records: Iterable[tuple[str, bytes]], since_ms: int | None = Non
         if not isinstance(obj, dict):
             out.bad.append(_bad(where, "not_object", type(obj).__name__))
             continue
-        if obj.get("schema") != DRIFT_SCHEMA:
-            out.bad.append(_bad(where, "wrong_schema", f"schema {obj.get('schema')!r}, expected {DRIFT_SCHEMA!r}"))
+        if obj.get("schema") != DriftRecord.SCHEMA:
+            out.bad.append(_bad(where, "wrong_schema",
+                                f"schema {obj.get('schema')!r}, expected {DriftRecord.SCHEMA!r}"))
             continue
         series = obj.get("series")
         try:

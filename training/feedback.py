@@ -48,8 +48,8 @@ import numpy as np
 
 from models.features import CLASSIFIER_FEATURES
 from training.drift import MAX_LISTED
+from udfs.records import AlertRecord
 
-ALERT_SCHEMA = "vigil.alert/v1"
 HUMAN_WEIGHT = 5.0
 FLOOR_MARGIN = 0.001  # alert scores carry 4 decimals: the floor clears the rejected score by 10 of them
 FLOOR_CAP = 0.999
@@ -194,7 +194,7 @@ def parse_alerts(records: Iterable[tuple[str, bytes]], wanted: set[str] | None =
         if obj is None:
             continue
         aid = obj.get("alert_id")
-        if obj.get("schema") != ALERT_SCHEMA or not isinstance(aid, str) or not aid:
+        if obj.get("schema") != AlertRecord.SCHEMA or not isinstance(aid, str) or not aid:
             bad.append(_bad(where, "not_an_alert", f"schema {obj.get('schema')!r}, alert_id {aid!r}"))
             continue
         if wanted is not None and aid not in wanted:

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from udfs.records import DeadLetterRecord, FeedbackRecord, ModelUpdateRecord, OpsEventRecord
+
 REASONS = (
     "oversized",
     "not_utf8",
@@ -77,7 +79,6 @@ SERVICE_TAGS = ("service", "job", "host")
 SHAPES = ("native", "telegraf", "telegraf_batch", "prometheus", "otlp", "unreadable")
 # the reasons the job's state gives, not the parsers: whether an event is late, or one series too many
 STATE_REASONS = ("late_event", "too_many_series", "unknown_series")
-DEAD_LETTER_SCHEMA = "vigil.deadletter/v1"
 MAX_NAME = 200
 # a longer number literal makes the whole record unreadable (the JVM's JSON reader, which shards the
 # records, refuses one too: operators/java ShardBatcher.MAX_NUMBER_CHARS)
@@ -118,7 +119,6 @@ class Feedback(NamedTuple):
     at_ms: int
 
 
-FEEDBACK_SCHEMA = "vigil.feedback/v1"
 VERDICTS = ("ack", "resolved", "false_positive")
 
 
@@ -134,18 +134,9 @@ class DeadLetter:
             text, enc = payload.decode("utf-8"), "utf8"
         except UnicodeDecodeError:
             text, enc = base64.b64encode(payload).decode("ascii"), "base64"
-        return json.dumps(
-            {
-                "schema": DEAD_LETTER_SCHEMA,
-                "reason": self.reason,
-                "detail": self.detail,
-                "payload": text,
-                "payload_encoding": enc,
-                "source": {"topic": topic, "partition": partition, "offset": offset},
-                "received_at": datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat(),
-            },
-            separators=(",", ":"),
-        )
+        return DeadLetterRecord(self.reason, self.detail, text, enc,
+                                source={"topic": topic, "partition": partition, "offset": offset},
+                                received_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat()).to_json()
 
 
 @dataclass(frozen=True)
@@ -774,8 +765,8 @@ def parse_feedback(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX_
     try:
         obj = _json_object(payload, max_bytes, max_depth)
         schema = _str_field(obj, "schema")
-        if schema != FEEDBACK_SCHEMA:
-            raise _Bad("invalid_value", f"field 'schema' must be '{FEEDBACK_SCHEMA}'; got {schema[:40]!r}")
+        if schema != FeedbackRecord.SCHEMA:
+            raise _Bad("invalid_value", f"field 'schema' must be '{FeedbackRecord.SCHEMA}'; got {schema[:40]!r}")
         verdict = _str_field(obj, "verdict")
         if verdict not in VERDICTS:
             raise _Bad("invalid_value", f"field 'verdict' must be one of {list(VERDICTS)}; got {verdict[:40]!r}")
@@ -811,7 +802,6 @@ def parse_feedback(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX_
         return _unparseable(exc)
 
 
-OPS_EVENT_SCHEMA = "vigil.ops-event/v1"
 OPS_KINDS = ("deploy", "maintenance")
 MAX_WINDOW_S = 7 * 86400  # a window longer than a week is a mistake, not a plan
 
@@ -843,9 +833,9 @@ def parse_ops_event(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX
     """
     try:
         obj = _json_object(payload, max_bytes, max_depth)
-        schema = obj.get("schema", OPS_EVENT_SCHEMA)
-        if schema != OPS_EVENT_SCHEMA:
-            raise _Bad("invalid_value", f"field 'schema' must be '{OPS_EVENT_SCHEMA}'; got {str(schema)[:40]!r}")
+        schema = obj.get("schema", OpsEventRecord.SCHEMA)
+        if schema != OpsEventRecord.SCHEMA:
+            raise _Bad("invalid_value", f"field 'schema' must be '{OpsEventRecord.SCHEMA}'; got {str(schema)[:40]!r}")
         kind = _str_field(obj, "kind")
         if kind not in OPS_KINDS:
             raise _Bad("invalid_value", f"field 'kind' must be one of {list(OPS_KINDS)}; got {kind[:40]!r}")
@@ -887,7 +877,6 @@ class ModelUpdate(NamedTuple):
     alias: str
 
 
-MODEL_UPDATE_SCHEMA = "vigil.model-update/v1"
 # what models/ serves; udfs/ imports nothing from models/, and a test keeps the two in step
 MODEL_NAMES = ("detector", "forecaster", "clusterer", "classifier")
 MODEL_ALIASES = ("production", "shadow")
@@ -911,9 +900,10 @@ def parse_model_update(payload: bytes, max_bytes: int = MAX_UPDATE_BYTES,
     """
     try:
         obj = _json_object(payload, max_bytes, max_depth)
-        schema = obj.get("schema", MODEL_UPDATE_SCHEMA)
-        if schema != MODEL_UPDATE_SCHEMA:
-            raise _Bad("invalid_value", f"field 'schema' must be '{MODEL_UPDATE_SCHEMA}'; got {str(schema)[:40]!r}")
+        schema = obj.get("schema", ModelUpdateRecord.SCHEMA)
+        if schema != ModelUpdateRecord.SCHEMA:
+            raise _Bad("invalid_value",
+                       f"field 'schema' must be '{ModelUpdateRecord.SCHEMA}'; got {str(schema)[:40]!r}")
         model = _str_field(obj, "model")
         if model not in MODEL_NAMES:
             raise _Bad("invalid_value", f"field 'model' must be one of {list(MODEL_NAMES)}; got {model[:40]!r}")

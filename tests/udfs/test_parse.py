@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from udfs.parse import (
     MODEL_ALIASES,
     MODEL_NAMES,
-    MODEL_UPDATE_SCHEMA,
     REASONS,
     SKIP_REASONS,
     VERSION_PATTERN,
@@ -449,5 +448,6 @@ def test_model_update_vocabulary_matches_the_model_side():
     from registry import client as registry
 
     assert MODEL_NAMES == tuple(FEATURE_SCHEMAS) and MODEL_ALIASES == registry.ALIASES
-    assert MODEL_UPDATE_SCHEMA == registry.UPDATE_SCHEMA
+    event = registry.update_event("detector", "v-0123456789ab", "shadow", None, "promote", "cli")
+    assert parse_model_update(json.dumps(event).encode()) == ModelUpdate("detector", "v-0123456789ab", "shadow")
     assert VERSION_PATTERN.pattern == artifact.VERSION_PATTERN.pattern
