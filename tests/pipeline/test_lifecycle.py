@@ -13,6 +13,7 @@ from models.features import PRIORITIES
 from models.pipeline import EntityLogic, SeriesLogic, SeriesState
 from training.simulate import SERVICES, Incident, generate, incident_series
 from udfs.parse import Feedback, MetricEvent, parse_feedback
+from udfs.records import FeedbackRecord
 
 START = 1_780_000_000_000 - (1_780_000_000_000 % 3_600_000)
 CTX = {k: {f: v[f] for f in ("owner", "criticality", "revenue_per_min", "users", "description")}
@@ -41,9 +42,8 @@ def _ts(e: dict) -> int:
 
 
 def _verdict(alert: dict, verdict: str) -> bytes:
-    return json.dumps({"schema": "vigil.feedback/v1", "alert_id": alert["alert_id"], "series": alert["series"]["key"],
-                       "category": alert["category"], "verdict": verdict, "by": "on-call",
-                       "reason": "test", "at": datetime.now(UTC).isoformat()}).encode()
+    return FeedbackRecord(alert["alert_id"], alert["series"]["key"], alert["category"], verdict, by="on-call",
+                          at=datetime.now(UTC).isoformat(), reason="test").to_json().encode()
 
 
 def _run(cfg, models, scen, verdict: str | None, series_too: bool = True) -> tuple[list[dict], list[dict]]:

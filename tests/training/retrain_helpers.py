@@ -13,6 +13,7 @@ from pathlib import Path
 from models.artifact import ArtifactStore
 from training.data import ScenarioSpec
 from training.train import MODEL_NAMES, TrainConfig
+from udfs.records import DriftRecord, FeedbackRecord
 
 SEED = 3
 NAB_FILES = ["ec2_cpu_utilization_fe7f93", "elb_request_count_8c0756", "rds_cpu_utilization_e47b3b"]
@@ -67,10 +68,10 @@ def judged_alerts(root: Path, seed: int = 71) -> tuple[list[dict], list[dict]]:
         ts = int(datetime.fromisoformat(a["event_time"]).timestamp() * 1000)
         if a["trigger"] != "detector" or index.series_incident(a["series"]["key"], ts) is None:
             continue
-        verdicts.append({"schema": "vigil.feedback/v1", "alert_id": a["alert_id"], "series": a["series"]["key"],
-                         "category": a["category"], "verdict": "resolved" if len(verdicts) % 4 == 0 else
-                         "false_positive", "by": "oncall", "reason": "routine batch job",
-                         "at": f"2026-03-01T10:{len(verdicts):02d}:00Z"})
+        verdicts.append(FeedbackRecord(a["alert_id"], a["series"]["key"], a["category"],
+                                       verdict="resolved" if len(verdicts) % 4 == 0 else "false_positive",
+                                       by="oncall", at=f"2026-03-01T10:{len(verdicts):02d}:00Z",
+                                       reason="routine batch job").to_dict())
     if len(verdicts) < 6:
         raise AssertionError(f"only {len(verdicts)} detector alerts on true incidents to judge")
     return alerts, verdicts
@@ -83,7 +84,6 @@ def jsonl(path: Path, rows: list) -> Path:
 
 def drift_event(series: str, model: str = "detector") -> dict:
     svc, metric, _ = series.split("|")
-    return {"schema": "vigil.drift/v1", "series": series, "service": svc, "metric": metric, "tags": {},
-            "signal": "detector_score" if model == "detector" else "forecast_residual", "model": model,
-            "model_version": "v-0", "detector": "page_hinkley", "event_time": "2026-03-01T09:00:00Z",
-            "detected_at": "2026-03-01T09:00:05Z", "stats": {}}
+    return DriftRecord(series, svc, metric, {}, signal="detector_score" if model == "detector" else "forecast_residual",
+                       model=model, model_version="v-0", detector="page_hinkley", event_time="2026-03-01T09:00:00Z",
+                       detected_at="2026-03-01T09:00:05Z", stats={}).to_dict()
