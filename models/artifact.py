@@ -56,7 +56,7 @@ FEATURE_DTYPE = "float32"
 # Manifest keys the caller of ArtifactStore.write may provide; everything else is stamped here.
 _CALLER_KEYS = frozenset(
     {"feature_schema", "inputs", "outputs", "opset", "training_data", "evaluation", "postprocessing",
-     "parent_version", "description"}
+     "parent_version", "description", "git_commit"}
 )
 _REQUIRED_CALLER_KEYS = ("feature_schema", "inputs", "outputs", "training_data", "postprocessing")
 VERSION_PATTERN = re.compile(r"v-[0-9a-f]{12}")
@@ -324,7 +324,8 @@ def stamp_manifest(name: str, onnx_bytes: bytes, manifest_fields: Mapping[str, A
         "training_data": to_jsonable(td),
         "evaluation": to_jsonable(manifest_fields.get("evaluation", {})),
         "postprocessing": to_jsonable(manifest_fields["postprocessing"]),
-        "git_commit": git_commit(),
+        # a copy of an artifact keeps the commit it was trained at; a new one names the current one
+        "git_commit": manifest_fields["git_commit"] if "git_commit" in manifest_fields else git_commit(),
         "parent_version": None,
         "created_at": utc_now_iso(),
     }
@@ -466,7 +467,8 @@ class ArtifactStore:
 
         ``manifest_fields`` holds feature_schema (names or {name, dtype}), inputs, outputs,
         training_data ({fingerprint, sources}), postprocessing, and optionally evaluation, opset,
-        description and parent_version (default: the current latest).
+        description, parent_version (default: the current latest) and git_commit (default: the
+        commit of this source tree; a copy of an artifact from another store passes its own).
         """
         manifest = self.build_manifest(name, onnx_bytes, manifest_fields)
         version = manifest["version"]

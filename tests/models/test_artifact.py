@@ -55,6 +55,16 @@ def test_write_then_load_gives_the_same_outputs(tmp_path: Path, onnx_bytes: byte
     assert loaded.feature_schema == CLUSTERER_FEATURES
 
 
+def test_a_copy_keeps_the_commit_it_was_trained_at(tmp_path: Path, onnx_bytes: bytes) -> None:
+    trained = ArtifactStore(tmp_path / "a").write("clusterer", onnx_bytes, {**_fields(), "git_commit": "1" * 40})
+    m, data = ArtifactStore(tmp_path / "a").verify("clusterer", trained)
+    assert m["git_commit"] == "1" * 40
+    copied = ArtifactStore(tmp_path / "b").write("clusterer", data, {**_fields(), "git_commit": m["git_commit"]})
+    assert copied == trained  # the same content, the same version, whatever commit the copier runs at
+    restamped = ArtifactStore(tmp_path / "c").write("clusterer", data, {**_fields(), "git_commit": "2" * 40})
+    assert restamped != trained
+
+
 def test_manifest_has_every_documented_key(tmp_path: Path, onnx_bytes: bytes) -> None:
     store = ArtifactStore(tmp_path)
     version = store.write("clusterer", onnx_bytes, _fields())
