@@ -224,8 +224,9 @@ class ProduceError(RuntimeError):
     """Some records could not be produced; the message says how many and why."""
 
 
-def create_topics(bootstrap: str, topics: Iterable[str], *, compact: bool = False) -> list[str]:
-    """Create each of ``topics`` that does not exist yet (compacted when ``compact``); returns those created."""
+def create_topics(bootstrap: str, topics: Iterable[str], *, compact: bool = False, partitions: int = 1) -> list[str]:
+    """Create each of ``topics`` that does not exist yet (compacted when ``compact``; one partition
+    unless told otherwise); returns those created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -236,7 +237,7 @@ def create_topics(bootstrap: str, topics: Iterable[str], *, compact: bool = Fals
     try:
         for t in topics:
             try:
-                admin.create_topics([NewTopic(t, 1, 1, topic_configs=configs)])
+                admin.create_topics([NewTopic(t, partitions, 1, topic_configs=configs)])
                 created.append(t)
             except TopicAlreadyExistsError:
                 pass
@@ -260,15 +261,17 @@ def delete_topics(bootstrap: str, topics: Iterable[str]) -> list[str]:
 
 
 def produce(bootstrap: str, topic: str, payloads: Sequence[bytes], *, keys: Sequence[bytes | None] | None = None,
-            **options: Any) -> list[int]:
-    """Send every payload (acks from all replicas unless ``options`` say otherwise) and wait for them;
-    returns the offset each got, or raises :class:`ProduceError`."""
+            partition: int | None = None, **options: Any) -> list[int]:
+    """Send every payload (to ``partition`` when given, else where the partitioner puts it; acks from
+    all replicas unless ``options`` say otherwise) and wait for them; returns the offset each got,
+    or raises :class:`ProduceError`."""
     from kafka import KafkaProducer
 
     p = KafkaProducer(bootstrap_servers=bootstrap, **{"linger_ms": 20, "batch_size": 512 * 1024, "acks": "all",
                                                         **options})
     try:
-        futures = [p.send(topic, v, key=None if keys is None else keys[i]) for i, v in enumerate(payloads)]
+        futures = [p.send(topic, v, key=None if keys is None else keys[i], partition=partition)
+                   for i, v in enumerate(payloads)]
         p.flush()
     finally:
         p.close()

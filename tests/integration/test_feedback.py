@@ -7,10 +7,9 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from common.config import VigilConfig
+from common.kafka_io import GroupProgress
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.context import connect, seed
@@ -81,19 +80,9 @@ def test_false_positive_verdicts_lower_priority_in_the_running_job(
                                  if a["series"]["key"] == key1], 240)
         assert seen, "the job did not alert on the first spike"
         produce(kafka_bootstrap, f"{topic_prefix}.feedback", verdicts)
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-
-        def consumed() -> bool:  # offsets are committed on checkpoints, after the records were processed
-            group = f"{topic_prefix}-feedback"
-            try:
-                offs = admin.list_group_offsets(group).get(group, {})
-            except KafkaError:  # the group's coordinator may not exist yet
-                return False
-            return sum(max(o.offset, 0) for tp, o in offs.items()
-                       if tp.topic == f"{topic_prefix}.feedback") >= len(verdicts)
-
-        assert wait_for(consumed, 120), "the job did not consume the verdicts"
-        admin.close()
+        # offsets are committed on checkpoints, after the records were processed (the topic has one partition)
+        with GroupProgress(kafka_bootstrap, f"{topic_prefix}-feedback", f"{topic_prefix}.feedback") as progress:
+            assert wait_for(lambda: progress.committed() >= len(verdicts), 120), "the job did not consume the verdicts"
         produce(kafka_bootstrap, f"{topic_prefix}.metrics", after)
         got = wait_for(lambda: [a for a in read_all(kafka_bootstrap, f"{topic_prefix}.alerts", committed=False)
                                 if a["series"]["key"] == key2], 240)

@@ -82,8 +82,7 @@ def test_shadow_alias_promote_and_clear(registry):
 
 def test_diff_live_reads_production_and_shadow_from_the_shadow_topic(
         tmp_path, kafka_bootstrap, redis_url, topic_prefix, capsys):
-    from kafka import KafkaProducer
-
+    from common.kafka_io import produce
     from tests.integration.kafka_helpers import job_config
     from training.__main__ import main
 
@@ -91,13 +90,10 @@ def test_diff_live_reads_production_and_shadow_from_the_shadow_topic(
     rec = {"schema": "vigil.shadow/v1", "model": "detector", "series": "s|m|", "service": "s",
            "event_time": "2026-11-29T00:00:00+00:00"}
     scores = [(0.2, False, 0.7, True), (0.9, True, 0.95, True), (0.1, False, 0.1, False)]
-    p = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    for ps, pa, ss, sa in scores:
-        p.send(f"{topic_prefix}.shadow", json.dumps({**rec, "production": {"version": "v-a", "score": ps, "alert": pa},
-                                                      "shadow": {"version": "v-b", "score": ss, "alert": sa}}).encode())
-    p.send(f"{topic_prefix}.shadow", b"not json")
-    p.flush()
-    p.close()
+    produce(kafka_bootstrap, f"{topic_prefix}.shadow",
+            [json.dumps({**rec, "production": {"version": "v-a", "score": ps, "alert": pa},
+                         "shadow": {"version": "v-b", "score": ss, "alert": sa}}).encode()
+             for ps, pa, ss, sa in scores] + [b"not json"])
     assert main(["diff", "detector", "v-a", "v-b", "--live", "--config", str(cfg)]) == 0
     out = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert (out["inputs"], out["both_alert"], out["only_shadow_alerts"], out["only_production_alerts"]) == \

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from retrain_helpers import drift_event, judged_alerts, manifests, tiny_specs, train_args
 
-from common.kafka_io import TopicReadError, read_topic
+from common.kafka_io import TopicReadError, create_topics, produce, read_topic
 from models.artifact import ArtifactStore
 from training.__main__ import main
 from training.simulate import generate
@@ -17,33 +17,12 @@ from training.train import MODEL_NAMES, TrainConfig
 pytestmark = pytest.mark.integration
 
 
-def _topic(bootstrap: str, name: str, partitions: int = 1) -> str:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        admin.close()
-    return name
-
-
-def _produce(bootstrap: str, topic: str, values: list[bytes], partition: int | None = None) -> None:
-    from kafka import KafkaProducer
-
-    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all")
-    for v in values:
-        p.send(topic, v, partition=partition)
-    p.flush()
-    p.close()
-
-
 def test_a_read_stops_at_the_end_offsets_and_keeps_the_latest_when_bounded(kafka_bootstrap: str,
                                                                            topic_prefix: str) -> None:
-    t = _topic(kafka_bootstrap, f"{topic_prefix}.read", partitions=2)
-    _produce(kafka_bootstrap, t, [f"a{i}".encode() for i in range(30)], partition=0)
-    _produce(kafka_bootstrap, t, [f"b{i}".encode() for i in range(10)], partition=1)
+    t = f"{topic_prefix}.read"
+    assert create_topics(kafka_bootstrap, [t], partitions=2) == [t]
+    produce(kafka_bootstrap, t, [f"a{i}".encode() for i in range(30)], partition=0)
+    produce(kafka_bootstrap, t, [f"b{i}".encode() for i in range(10)], partition=1)
     r = read_topic(kafka_bootstrap, t, timeout_s=30)
     assert len(r.records) == 40 and not r.truncated and not r.timed_out
     assert r.partitions == {0: {"start": 0, "end": 30, "read": 30}, 1: {"start": 0, "end": 10, "read": 10}}
@@ -61,16 +40,16 @@ def test_replay_of_the_metrics_topic_with_drift_and_feedback_from_their_topics(
         tiny, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     base_root, base = tiny
-    metrics = _topic(kafka_bootstrap, f"{topic_prefix}.metrics", partitions=2)
+    metrics, drift_t, fb_t, al_t = (f"{topic_prefix}.{t}" for t in ("metrics", "drift", "feedback", "alerts"))
+    create_topics(kafka_bootstrap, [metrics], partitions=2)
+    create_topics(kafka_bootstrap, [drift_t, fb_t, al_t])
     sc = generate(seed=41, hours=4.0, instances=2)
-    _produce(kafka_bootstrap, metrics, [json.dumps(e).encode() for e in sc.events] + [b"{oops", b"[]"])
-    drift_t = _topic(kafka_bootstrap, f"{topic_prefix}.drift")
+    produce(kafka_bootstrap, metrics, [json.dumps(e).encode() for e in sc.events] + [b"{oops", b"[]"])
     drifted = ["search|latency_p99_ms|instance=i-1", "payments|cpu_util|instance=i-0", "nowhere|cpu_util|"]
-    _produce(kafka_bootstrap, drift_t, [json.dumps(drift_event(s)).encode() for s in drifted] + [b"not json"])
+    produce(kafka_bootstrap, drift_t, [json.dumps(drift_event(s)).encode() for s in drifted] + [b"not json"])
     alerts, verdicts = judged_alerts(base_root)
-    fb_t, al_t = _topic(kafka_bootstrap, f"{topic_prefix}.feedback"), _topic(kafka_bootstrap, f"{topic_prefix}.alerts")
-    _produce(kafka_bootstrap, al_t, [json.dumps(a).encode() for a in alerts])
-    _produce(kafka_bootstrap, fb_t, [json.dumps(v).encode() for v in verdicts[:6]] + [b"{}"])
+    produce(kafka_bootstrap, al_t, [json.dumps(a).encode() for a in alerts])
+    produce(kafka_bootstrap, fb_t, [json.dumps(v).encode() for v in verdicts[:6]] + [b"{}"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TrainConfig, "specs", tiny_specs)
         args = train_args(tmp_path / "store", tmp_path / "runs", "--data", "replay", "--bootstrap", kafka_bootstrap,
