@@ -308,6 +308,28 @@ def forecaster_rows(wins: Sequence[SeriesWindow], seasons: Sequence[SeasonalCont
     return rows.reshape(n * nh, len(FORECASTER_FEATURES)), med, scale
 
 
+def value_lattice(wins: Sequence[SeriesWindow]) -> tuple[np.ndarray, np.ndarray]:
+    """Per series, whether every value in its short window is a whole number (a count) and whether
+    none is negative: :meth:`models.forecaster.ForecasterModel.values` keeps a forecast on that
+    lattice, so that a counter's forecast is a whole number and a non-negative series' is not
+    negative. The model predicts a median; off the lattice a forecast of 0.3 for a counter that is
+    mostly 0 is wrong every time it is 0.
+
+    >>> w = SeriesWindow()
+    >>> for t, x in enumerate([0.0, 2.0, 0.0, 5.0]):
+    ...     w.update(t * 60_000, x)
+    >>> value_lattice([w, SeriesWindow()])
+    (array([ True, False]), array([ True, False]))
+    """
+    whole, nonneg = np.zeros(len(wins), dtype=bool), np.zeros(len(wins), dtype=bool)
+    for k, w in enumerate(wins):
+        if w.ring:
+            r = np.asarray(w.ring, dtype=np.float64)
+            whole[k] = bool(np.all(r == np.round(r)))
+            nonneg[k] = bool(r.min() >= 0.0)
+    return whole, nonneg
+
+
 def entity_vector(latest: dict[str, float]) -> list[float | None]:
     """Map an entity's latest metric values to the clusterer's comparable scale (None = missing)."""
     out: list[float | None] = []

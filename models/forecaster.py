@@ -10,7 +10,9 @@ The job asks for the horizons in ``FORECAST_HORIZONS_MIN``; the backtest for any
 horizon is a feature). Intervals are split-conformal: the manifest holds, per job horizon and
 level, the quantile of ``|residual|`` (in scale units) on data held out from training, so an 80%
 interval covers about 80% of futures like those it was calibrated on; between and beyond those
-horizons :meth:`ForecasterModel.halfwidth_at` interpolates in log horizon.
+horizons :meth:`ForecasterModel.halfwidth_at` interpolates in log horizon. A point forecast stays on
+its series' lattice (:meth:`ForecasterModel.values`): a whole number for a counter, not negative for
+a series that is never negative.
 """
 
 from __future__ import annotations
@@ -64,10 +66,11 @@ class ForecasterModel:
             return self._run(self._out, {"X": x}, None)[0].reshape(-1)  # type: ignore[no-any-return]
         return self.loaded.run({"X": x}, self._out)[0].reshape(-1)
 
-    def forecast_batch(self, rows: np.ndarray, anchors: Sequence[tuple[float, float]], level: float = 0.8
-                       ) -> list[list[dict[str, Any]]]:
+    def forecast_batch(self, rows: np.ndarray, anchors: Sequence[tuple[float, float]], level: float = 0.8,
+                       lattice: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[dict[str, Any]]]:
         """:meth:`forecast` for several series in one ONNX call: ``rows`` stacks each series' rows
-        (one per horizon), ``anchors`` holds each series' ``(anchor, scale)``."""
+        (one per horizon), ``anchors`` holds each series' ``(anchor, scale)`` and ``lattice`` their
+        :func:`models.features.value_lattice` (None: no series is kept on one)."""
         key = f"{level:g}"
         if key not in self.interval_halfwidth:
             raise ValueError(f"The 'level' parameter of ForecasterModel.forecast_batch must be one of "
@@ -75,17 +78,36 @@ class ForecasterModel:
         nh = len(self.horizons)
         if len(rows) != nh * len(anchors):
             raise ValueError(f"rows must hold {nh} rows per series for {len(anchors)} series. Got {len(rows)} rows.")
-        pred = self.predict(rows).tolist()
+        a = np.asarray(anchors, dtype=np.float64).reshape(len(anchors), 2)
+        n = len(anchors)
+        whole, nonneg = lattice if lattice is not None else (np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+        values = self.values(self.predict(rows).reshape(n, nh), a[:, 0], a[:, 1], whole, nonneg).tolist()
         hw = self.interval_halfwidth[key]
         out = []
-        for j, (anchor, scale) in enumerate(anchors):
+        for j, (_, scale) in enumerate(anchors):
             one = []
             for i, h in enumerate(self.horizons):
-                v = anchor + pred[j * nh + i] * scale
+                v = values[j][i]
                 w = hw[i] * scale
                 one.append({"horizon_min": h, "value": v, "lower": v - w, "upper": v + w})
             out.append(one)
         return out
+
+    @staticmethod
+    def values(pred: np.ndarray, anchor: np.ndarray, scale: np.ndarray, whole: np.ndarray, nonneg: np.ndarray
+               ) -> np.ndarray:
+        """Point forecasts in the series' units from normalised predictions ``pred`` (series, horizons):
+        ``anchor + pred * scale``, kept on each series' lattice (:func:`models.features.value_lattice`):
+        at 0 or above where ``nonneg``, rounded to a whole number where ``whole``.
+
+        >>> ForecasterModel.values(np.array([[0.2, -3.0], [0.2, -3.0]]), np.array([0.0, 0.0]),
+        ...                        np.array([1.0, 1.0]), np.array([True, False]), np.array([True, False]))
+        array([[ 0. ,  0. ],
+               [ 0.2, -3. ]])
+        """
+        v = anchor[:, None] + np.asarray(pred, dtype=np.float64) * scale[:, None]
+        v = np.where(nonneg[:, None], np.maximum(v, 0.0), v)
+        return np.where(whole[:, None], np.round(v), v)
 
     def halfwidth_at(self, horizons_min: Sequence[float] | np.ndarray, level: float = 0.8) -> np.ndarray:
         """The interval half-width (in scale units) at any horizons: the calibrated ones interpolated

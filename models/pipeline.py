@@ -50,6 +50,7 @@ from models.features import (
     forecaster_rows,
     metric_kind,
     robust_rows,
+    value_lattice,
 )
 from models.forecaster import ForecasterModel
 from models.impact import DEFAULT_CONTEXT, business_impact, recommended_actions
@@ -412,13 +413,14 @@ class SeriesLogic:
         fc_of: dict[int, tuple[dict, ...]] = {}
         sh_fc_of: dict[int, list[dict]] = {}
         if due:
-            rows, meds, scales = forecaster_rows([states[i].window for i in due], [states[i].season for i in due],
-                                                 [events[i].ts_ms for i in due])
+            wins = [states[i].window for i in due]
+            rows, meds, scales = forecaster_rows(wins, [states[i].season for i in due], [events[i].ts_ms for i in due])
             anchors = list(zip(meds.tolist(), scales.tolist(), strict=True))
+            lattice = value_lattice(wins)
             scale_of = {i: sc for i, (_, sc) in zip(due, anchors, strict=True)}
-            fc_of = {i: tuple(p) for i, p in zip(due, fc_m.forecast_batch(rows, anchors), strict=True)}
+            fc_of = {i: tuple(p) for i, p in zip(due, fc_m.forecast_batch(rows, anchors, lattice=lattice), strict=True)}
             if sh_fc is not None:
-                sh_fc_of = dict(zip(due, sh_fc.forecast_batch(rows, anchors), strict=True))
+                sh_fc_of = dict(zip(due, sh_fc.forecast_batch(rows, anchors, lattice=lattice), strict=True))
         out = []
         for i, (st, ev) in enumerate(zip(states, events, strict=True)):
             x = ev.value

@@ -46,7 +46,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from models.artifact import ArtifactStore
-from models.features import HISTORY, forecaster_rows
+from models.features import HISTORY, forecaster_rows, value_lattice
 from models.forecaster import ForecasterModel
 from models.pipeline import SeriesState
 
@@ -200,6 +200,7 @@ def backtest_series(s: Series, model: ForecasterModel, freq_ms: int, horizon: in
     blocks: list[np.ndarray] = []
     anchors: list[float] = []
     scales: list[float] = []
+    lattice: list[tuple[bool, bool]] = []
     vals, tss = s.values.tolist(), s.ts_ms.tolist()
     for i in range(n):
         st.window.update(tss[i], vals[i])
@@ -208,18 +209,20 @@ def backtest_series(s: Series, model: ForecasterModel, freq_ms: int, horizon: in
                 and len(st.window.ring) == HISTORY:
             # the rows the job builds (models.pipeline.SeriesLogic.on_round), at the backtest's horizons
             rows, med, sc = forecaster_rows([st.window], [st.season], [tss[i]], horizons_min)
+            whole, nonneg = value_lattice([st.window])
             origins.append(i)
             blocks.append(rows)
             anchors.append(float(med[0]))
             scales.append(float(sc[0]))
+            lattice.append((bool(whole[0]), bool(nonneg[0])))
     if not origins:
         return None
-    pred = model.predict(np.concatenate(blocks)).astype(np.float64).reshape(len(origins), horizon)
+    lat = np.asarray(lattice, dtype=bool).reshape(len(origins), 2)
+    points = model.values(model.predict(np.concatenate(blocks)).reshape(len(origins), horizon), np.asarray(anchors),
+                          np.asarray(scales), lat[:, 0], lat[:, 1])
     last = None
     for k, i in enumerate(origins):
-        anchor, scale = anchors[k], scales[k]
-        point = anchor + pred[k] * scale
-        half = hw * scale
+        point, half = points[k], hw * scales[k]
         target_ts = tss[i] + steps * freq_ms
         where = np.array([index.get(int(t), -1) for t in target_ts])
         ok = where >= 0

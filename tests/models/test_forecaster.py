@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.artifact import ArtifactStore
-from models.features import FORECAST_HORIZONS_MIN, SeriesWindow, forecaster_rows
+from models.features import FORECAST_HORIZONS_MIN, SeriesWindow, forecaster_rows, value_lattice
 from models.forecaster import ForecasterModel
 from models.season import SeasonalContext
 from training.data import iter_steps
@@ -69,6 +69,31 @@ def test_forecast_gives_one_interval_per_horizon(forecaster: ForecasterModel) ->
         forecaster.forecast(rows, anchor, scale, level=0.9)
     with pytest.raises(ValueError, match="one row per horizon"):
         forecaster.forecast(rows[:3], anchor, scale)
+
+
+def test_forecasts_stay_on_the_series_lattice(forecaster: ForecasterModel) -> None:
+    rng = np.random.default_rng(3)
+    counter, gauge, gauge_season = SeriesWindow(), SeriesWindow(), SeasonalContext()
+    counter_season = SeasonalContext()
+    for i in range(40):
+        t = 1_780_000_000_000 + i * 60_000
+        c, g = float(rng.poisson(0.5)), 0.2 + 0.1 * float(rng.standard_normal())
+        counter.update(t, c)
+        counter_season.update(t, c)
+        gauge.update(t, g)
+        gauge_season.update(t, g)
+    wins = [counter, gauge]
+    rows, anchors, scales = forecaster_rows(wins, [counter_season, gauge_season], [t, t])
+    whole, nonneg = value_lattice(wins)
+    assert whole.tolist() == [True, False] and nonneg[0]
+    pairs = list(zip(anchors.tolist(), scales.tolist(), strict=True))
+    kept = forecaster.forecast_batch(rows, pairs, lattice=(whole, nonneg))
+    free = forecaster.forecast_batch(rows, pairs)
+    for f, p in zip(kept[0], free[0], strict=True):  # the counter: whole numbers, never below 0
+        assert f["value"] == float(np.round(max(p["value"], 0.0)))
+        assert f["upper"] - f["lower"] == pytest.approx(p["upper"] - p["lower"])
+    for f, p in zip(kept[1], free[1], strict=True):  # the gauge: not rounded, at 0 or above if never negative
+        assert f["value"] == (max(p["value"], 0.0) if nonneg[1] else p["value"])
 
 
 def test_beats_the_naive_forecast_on_a_memory_leak(forecaster: ForecasterModel) -> None:

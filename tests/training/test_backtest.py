@@ -89,6 +89,19 @@ def test_seasonal_naive_mase_is_about_one_on_a_season_plus_independent_noise(for
     assert fig["methods"]["naive"]["mean_mase"] > 3
 
 
+def test_a_counter_is_forecast_in_whole_numbers_and_never_below_zero(forecaster, tmp_path):
+    # a count that is mostly 0: the model's median off the lattice (0.3 events) would miss every 0
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(0.4 + 0.3 * (1 + np.sin(2 * math.pi * np.arange(24 * 6) / 24))).astype(float)
+    p = tmp_path / "f.csv"
+    with open(p, "w", newline="") as f:
+        fig, _ = bt.run([_series("c", counts)], forecaster, HOUR, 12, forecasts_out=f, progress=None)
+    values = [float(r["value"]) for r in csv.DictReader(open(p))]
+    assert len(values) == 12 * fig["series_with_origins"] * len(range(47, 24 * 6 - 1, 7))
+    assert all(v == round(v) and v >= 0 for v in values)
+    assert 0.0 in values  # the zeros are forecast as zeros
+
+
 def test_an_origin_uses_only_the_past(forecaster, tmp_path):
     v = _daily(6, noise=2.0)
     changed = v.copy()
