@@ -21,23 +21,25 @@ from models.clusterer import ClustererModel
 from models.detector import DetectorModel
 from models.features import CLASSIFIER_FEATURES, CLUSTERER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES
 from models.forecaster import ForecasterModel
+from models.runtime import ModelRuntime
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """One runtime model: its ``name`` (the artifact store's folder, the registry's key), the
     ``features`` its artifacts must declare, the ``runtime`` class that loads and verifies a version
-    (``runtime.from_store(store, version)``), and ``batch``, its one ONNX call over a batch of
-    feature rows (n, len(features)), giving one output row per input row."""
+    (a :class:`models.runtime.ModelRuntime`: ``runtime.from_store(store, version)``), and
+    ``batch``, its one ONNX call over a batch of feature rows (n, len(features)), giving one output
+    row per input row."""
 
     name: str
     features: tuple[str, ...]
-    runtime: type
+    runtime: type[ModelRuntime]
     batch: Callable[[Any, np.ndarray], np.ndarray]
 
     def load(self, store: ArtifactStore, version: str | None = None) -> Any:
         """Load and verify ``version`` (the latest when None) of this model from ``store``."""
-        return self.runtime.from_store(store, version)  # type: ignore[attr-defined]
+        return self.runtime.from_store(store, version)
 
 
 MODELS: tuple[ModelSpec, ...] = (

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import ArtifactStore, LoadedModel
+from models.artifact import LoadedModel
 from models.features import CATEGORIES, CLASSIFIER_FEATURES, PRIORITIES, TEAMS
+from models.runtime import ModelRuntime
 
 NAME = "classifier"
 OUTPUT = "probabilities"
@@ -28,16 +29,14 @@ HEADS: tuple[str, ...] = ("priority", "category", "team", "fp")
 LABELS: dict[str, tuple[str, ...]] = {"priority": PRIORITIES, "category": CATEGORIES, "team": TEAMS}
 
 
-class ClassifierModel:
+class ClassifierModel(ModelRuntime):
     """``predict_proba`` / ``predict`` for one candidate's ``classifier_features`` row."""
 
     name = NAME
     features = CLASSIFIER_FEATURES
 
     def __init__(self, loaded: LoadedModel) -> None:
-        if tuple(loaded.feature_schema) != CLASSIFIER_FEATURES:
-            raise ValueError(f"ClassifierModel needs the classifier feature schema; got {loaded.feature_schema}")
-        self.loaded = loaded
+        super().__init__(loaded)
         post = loaded.postprocessing
         classes = post["classes"]
         self.classes: dict[str, tuple[str, ...]] = {h: tuple(str(c) for c in classes[h]) for h in HEADS}
@@ -67,7 +66,6 @@ class ClassifierModel:
                       for lab in labels))
             for h, labels in LABELS.items())
         self._fp_col = self.slices["fp"][0] + self.classes["fp"].index("1")
-        self._run = loaded.raw_run
         self._one_x = np.zeros((1, len(CLASSIFIER_FEATURES)), dtype=np.float32)
         self._one_p = np.zeros((1, self.width), dtype=np.float32)
         self._one = self._bind_one() if self._joined else None
@@ -87,14 +85,6 @@ class ClassifierModel:
             return lambda: fast.run_with_iobinding(raw, None)
         return lambda: sess.run_with_iobinding(binding)
 
-    @classmethod
-    def from_store(cls, store: ArtifactStore, version: str | None = None) -> ClassifierModel:
-        return cls(store.load(NAME, version, CLASSIFIER_FEATURES))
-
-    @property
-    def version(self) -> str:
-        return self.loaded.version
-
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """All heads' probabilities (n, width) for rows (n, n_features), laid out as ``slices`` says; one ONNX call."""
         x = np.ascontiguousarray(rows, dtype=np.float32)
@@ -105,8 +95,7 @@ class ClassifierModel:
         return self._call(x)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
-        feeds = {"X": x}
-        outs = self._run(self._out, feeds, None) if self._run is not None else self.loaded.run(feeds, self._out)
+        outs = self._onnx({"X": x}, self._out)
         return outs[0] if self._joined else np.concatenate(outs, axis=1)  # type: ignore[no-any-return]
 
     def predict_proba_batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -14,37 +14,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.artifact import ArtifactStore, LoadedModel
+from models.artifact import LoadedModel
 from models.features import CLUSTERER_FEATURES
+from models.runtime import ModelRuntime
 
 NAME = "clusterer"
 
 
-class ClustererModel:
+class ClustererModel(ModelRuntime):
     """``assign`` an entity vector to its nearest centroid, with distance and outlier score."""
 
     name = NAME
     features = CLUSTERER_FEATURES
 
     def __init__(self, loaded: LoadedModel) -> None:
-        if tuple(loaded.feature_schema) != CLUSTERER_FEATURES:
-            raise ValueError(f"ClustererModel needs the clusterer feature schema; got {loaded.feature_schema}")
+        super().__init__(loaded)
         post = loaded.postprocessing
-        self.loaded = loaded
         self._centroids = np.ascontiguousarray(post["centroids"], dtype=np.float32)
         self.k, self.dim = self._centroids.shape
         self._p50 = [float(v) for v in post["distance_quantiles"]["p50"]]
         self._p99 = [float(v) for v in post["distance_quantiles"]["p99"]]
         self._out = ["distances"]
-        self._run = loaded.raw_run
-
-    @classmethod
-    def from_store(cls, store: ArtifactStore, version: str | None = None) -> ClustererModel:
-        return cls(store.load(NAME, version, CLUSTERER_FEATURES))
-
-    @property
-    def version(self) -> str:
-        return self.loaded.version
 
     @property
     def centroids(self) -> np.ndarray:
@@ -67,9 +57,7 @@ class ClustererModel:
         if x.shape[1] != self.dim:
             raise ValueError(f"entity vectors must have {self.dim} values. Got shape {x.shape}.")
         feeds = {"X": x, "C": self._c(centroids)}
-        if self._run is not None:
-            return self._run(self._out, feeds, None)[0]  # type: ignore[no-any-return]
-        return self.loaded.run(feeds, self._out)[0]
+        return self._onnx(feeds, self._out)[0]
 
     def outlier_score(self, cluster_id: int, distance: float) -> float:
         """Distance to cluster ``cluster_id`` relative to its training distances, in [0, 1)."""

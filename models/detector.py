@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import ArtifactStore, LoadedModel
+from models.artifact import LoadedModel
 from models.features import DETECTOR_FEATURES
+from models.runtime import ModelRuntime
 
 NAME = "detector"
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -196,16 +197,14 @@ def severity(score: float, threshold: float, bands: Mapping[str, float]) -> str:
     return "low"
 
 
-class DetectorModel:
+class DetectorModel(ModelRuntime):
     """Scores detector feature rows (``DETECTOR_FEATURES`` order) in [0, 1]; higher = more anomalous."""
 
     name = NAME
     features = DETECTOR_FEATURES
 
     def __init__(self, loaded: LoadedModel) -> None:
-        if tuple(loaded.feature_schema) != DETECTOR_FEATURES:
-            raise ValueError(f"DetectorModel needs the detector feature schema; got {loaded.feature_schema}")
-        self.loaded = loaded
+        super().__init__(loaded)
         post = loaded.postprocessing
         self.iforest_calibration = TailCalibration.from_dict(post["calibration"]["iforest"])
         self.stat_calibration = TailCalibration.from_dict(post["calibration"]["stat"])
@@ -221,23 +220,13 @@ class DetectorModel:
         self._median = np.asarray(ex["median"], dtype=np.float64)
         self._iqr = np.asarray(ex["iqr"], dtype=np.float64)
         self._out = ["score_samples"]
-        self._run = loaded.raw_run
-
-    @classmethod
-    def from_store(cls, store: ArtifactStore, version: str | None = None) -> DetectorModel:
-        """Load and verify ``version`` (default: latest) of the detector from ``store``."""
-        return cls(store.load(NAME, version, DETECTOR_FEATURES))
-
-    @property
-    def version(self) -> str:
-        return self.loaded.version
 
     def score_samples(self, rows: np.ndarray) -> np.ndarray:
         """The isolation forest's ``score_samples`` (sklearn's sign: higher = more normal), one ONNX call."""
         x = np.ascontiguousarray(rows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(DETECTOR_FEATURES):
             raise ValueError(f"rows must have shape (n, {len(DETECTOR_FEATURES)}). Got {x.shape}.")
-        return self.loaded.run({"X": x}, self._out)[0]
+        return self._onnx({"X": x}, self._out)[0]
 
     def components(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated (isolation, statistical) scores, each in [0, 1]."""
@@ -254,10 +243,7 @@ class DetectorModel:
     def score_one(self, row: Sequence[float]) -> float:
         """Combined anomaly score of one row (a list of 6 floats), without vectorisation overhead."""
         x = np.asarray(row, dtype=np.float32).reshape(1, -1)
-        if self._run is not None:
-            raw = -float(self._run(self._out, {"X": x}, None)[0][0])
-        else:
-            raw = -float(self.score_samples(x)[0])
+        raw = -float(self._onnx({"X": x}, self._out)[0][0])
         stat = max(abs(float(x[0, 0])), abs(float(x[0, 3])))
         w = self.weight
         return w * self.iforest_calibration.one(raw) + (1.0 - w) * self.stat_calibration.one(stat)

@@ -22,24 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import ArtifactStore, LoadedModel
+from models.artifact import LoadedModel
 from models.features import FORECAST_HORIZONS_MIN, FORECASTER_FEATURES
+from models.runtime import ModelRuntime
 
 NAME = "forecaster"
 LEVELS = ("0.8", "0.95")
 
 
-class ForecasterModel:
+class ForecasterModel(ModelRuntime):
     """Point forecasts and intervals for the horizons the model was trained on."""
 
     name = NAME
     features = FORECASTER_FEATURES
 
     def __init__(self, loaded: LoadedModel) -> None:
-        if tuple(loaded.feature_schema) != FORECASTER_FEATURES:
-            raise ValueError(f"ForecasterModel needs the forecaster feature schema; got {loaded.feature_schema}")
+        super().__init__(loaded)
         post = loaded.postprocessing
-        self.loaded = loaded
         self.horizons: tuple[int, ...] = tuple(int(h) for h in post["horizons_min"])
         if self.horizons != FORECAST_HORIZONS_MIN:
             raise ValueError(f"forecaster {loaded.version} was trained for horizons {self.horizons}, the features "
@@ -47,24 +46,13 @@ class ForecasterModel:
         self.interval_halfwidth: dict[str, list[float]] = {
             lvl: [float(v) for v in post["conformal"]["abs_residual_quantile"][lvl]] for lvl in LEVELS}
         self._out = ["y"]
-        self._run = loaded.raw_run
-
-    @classmethod
-    def from_store(cls, store: ArtifactStore, version: str | None = None) -> ForecasterModel:
-        return cls(store.load(NAME, version, FORECASTER_FEATURES))
-
-    @property
-    def version(self) -> str:
-        return self.loaded.version
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Normalised predictions ``(x(t+h) - anchor) / scale`` for feature rows (n, 11); one ONNX call."""
         x = np.ascontiguousarray(rows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(FORECASTER_FEATURES):
             raise ValueError(f"rows must have shape (n, {len(FORECASTER_FEATURES)}). Got {x.shape}.")
-        if self._run is not None:
-            return self._run(self._out, {"X": x}, None)[0].reshape(-1)  # type: ignore[no-any-return]
-        return self.loaded.run({"X": x}, self._out)[0].reshape(-1)
+        return self._onnx({"X": x}, self._out)[0].reshape(-1)
 
     def forecast_batch(self, rows: np.ndarray, anchors: Sequence[tuple[float, float]], level: float = 0.8,
                        lattice: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[dict[str, Any]]]:

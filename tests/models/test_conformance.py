@@ -24,6 +24,7 @@ import pytest
 from models.artifact import _CALLER_KEYS, ArtifactError, ArtifactStore
 from models.catalog import BY_NAME, MODEL_NAMES, MODELS, ModelSpec
 from models.pipeline import ModelBundle
+from models.runtime import ModelRuntime
 
 IDS = [m.name for m in MODELS]
 
@@ -49,6 +50,7 @@ def test_the_catalog_lists_each_model_once_with_its_schema():
     for m in MODELS:
         assert m.features and len(set(m.features)) == len(m.features), m.name
         assert m.runtime.name == m.name  # the runtime class serves the model it is listed for
+        assert issubclass(m.runtime, ModelRuntime) and m.runtime.features == m.features  # loading written once
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=IDS)
