@@ -80,6 +80,9 @@ def run(store: str, out_dir: Path, runs_dir: Path, nab: str | None = None) -> di
     for name, st in SETTINGS.items():
         freq_ms = bt.parse_freq(st["freq"])
         series = nab_series(root, freq_ms, native_ms=freq_ms if name == "5min" else None)
+        if not series:
+            raise SystemExit(f"bench-forecast: no NAB series under {root / 'data'} (categories "
+                             f"{', '.join(CATEGORIES)}); pass --nab-root or set VIGIL_NAB_ROOT")
         csv_path = runs_dir / f"nab-{name}.csv"
         write_long(series, csv_path)
         fig, latest = bt.run(series, model, freq_ms, st["horizon"], st["season"], label=f" {name}")

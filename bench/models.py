@@ -22,7 +22,14 @@ from models.artifact import ArtifactStore
 from models.classifier import ClassifierModel
 from models.clusterer import ClustererModel
 from models.detector import DetectorModel
-from models.features import CLASSIFIER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES, SeriesWindow, forecaster_rows
+from models.features import (
+    CLASSIFIER_FEATURES,
+    DETECTOR_FEATURES,
+    FORECASTER_FEATURES,
+    SeriesWindow,
+    forecaster_rows,
+    value_lattice,
+)
 from models.forecaster import ForecasterModel
 from models.season import SeasonalContext
 
@@ -81,8 +88,8 @@ def measure_latencies(store_root: str | Path, n: int = 5000) -> dict[str, dict[s
     wins, seasons, now = _round_of_series(rng)
 
     def forecast_round() -> None:
-        rows, med, scale = forecaster_rows(wins, seasons, now)
-        fc.forecast_batch(rows, list(zip(med.tolist(), scale.tolist(), strict=True)))
+        rows, med, scale = forecaster_rows(wins, seasons, now)  # as models.pipeline.SeriesLogic.on_round
+        fc.forecast_batch(rows, list(zip(med.tolist(), scale.tolist(), strict=True)), lattice=value_lattice(wins))
 
     out = {
         "detector": {
