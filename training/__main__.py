@@ -130,13 +130,13 @@ def _topic(topics: Any, names: Sequence[str], default: str) -> str:
 
 
 def build_inputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The run's :class:`~training.train.RetrainInputs` from the flags: reads drift events and feedback
+    """The run's :class:`~training.base.RetrainInputs` from the flags: reads drift events and feedback
     now (from files or topics); a replay is read when the run prepares its data."""
     from common.kafka_io import client_options, records_from_file, records_from_topic
+    from training.base import RetrainInputs
     from training.drift import parse_drift, parse_time_ms
     from training.feedback import read_feedback
     from training.sources import DataConfig
-    from training.train import RetrainInputs
 
     alerts_from_topic = args.alerts_topic is not None or (args.feedback_topic is not None and not args.alerts_file)
     kafka_needed = (args.data == "replay" or args.drift_topic is not None or args.feedback_topic is not None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from retrain_helpers import SEED, tiny_specs
 
-from training.train import TrainConfig, run_training
+from training.base import TrainConfig
+from training.train import run_training
 
 
 @pytest.fixture(scope="session")

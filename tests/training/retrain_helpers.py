@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 
 from models.artifact import ArtifactStore
+from models.catalog import MODEL_NAMES
+from training.base import TrainConfig
 from training.data import ScenarioSpec
-from training.train import MODEL_NAMES, TrainConfig
 from udfs.records import DriftRecord, FeedbackRecord
 
 SEED = 3

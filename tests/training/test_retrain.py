@@ -10,12 +10,15 @@ import pytest
 from retrain_helpers import NAB_FILES, SEED, drift_event, jsonl, judged_alerts, manifests, tiny_specs, train_args
 
 from models.artifact import ArtifactStore
+from models.catalog import MODEL_NAMES
 from models.classifier import ClassifierModel
 from training.__main__ import main
+from training.base import RetrainInputs, TrainConfig
 from training.feedback import FLOOR_CAP, read_feedback, threshold_floors
 from training.nab import DEFAULT_NAB_ROOT
 from training.sources import DataConfig, trained_on_nab
-from training.train import MODEL_NAMES, RetrainInputs, TrainConfig, fit_detector, prepare
+from training.specs import detector
+from training.train import prepare
 
 
 def test_feedback_and_drift_files_teach_the_fp_head_set_floors_and_are_the_runs_reason(
@@ -118,7 +121,7 @@ def test_nab_trains_the_detector_and_forecaster_and_the_lineage_says_so(tiny, tm
         # same data, code and parameters: the same detector version, computed again from scratch
         inputs = RetrainInputs(DataConfig(kind="nab", nab_files=tuple(NAB_FILES), nab_limit=1500))
         cfg = TrainConfig(seed=SEED, quick=True, progress=False, workers=1)
-        again = fit_detector(cfg, prepare(cfg, None, inputs))
+        again = detector.fit(cfg, prepare(cfg, None, inputs))
     assert "data: nab" in out and "data: generator (needs a fleet of entities" in out
     base_m = manifests(base_root)
     for name in ("detector", "forecaster"):

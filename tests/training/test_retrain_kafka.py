@@ -10,9 +10,10 @@ from retrain_helpers import drift_event, judged_alerts, manifests, tiny_specs, t
 
 from common.kafka_io import TopicReadError, create_topics, produce, read_topic
 from models.artifact import ArtifactStore
+from models.catalog import MODEL_NAMES
 from training.__main__ import main
+from training.base import TrainConfig
 from training.simulate import generate
-from training.train import MODEL_NAMES, TrainConfig
 
 pytestmark = pytest.mark.integration
 

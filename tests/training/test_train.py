@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import onnx
 import pytest
 
+import training.specs.forecaster as forecaster_mod
 import training.train as train_mod
 from models.artifact import ArtifactStore
+from models.catalog import MODEL_NAMES
 from models.features import CLASSIFIER_FEATURES, CLUSTERER_FEATURES, DETECTOR_FEATURES, FORECASTER_FEATURES
+from training.base import TrainConfig, Workers
 from training.data import ScenarioSpec
 from training.export import ParityError
-from training.train import MODEL_NAMES, UPSTREAM, TrainConfig, Workers, _candidates_job, publish, run_training
+from training.specs import TRAINERS
+from training.specs.classifier import UPSTREAM, _candidates_job
+from training.train import publish, run_training
 
 SCHEMAS = {"detector": DETECTOR_FEATURES, "forecaster": FORECASTER_FEATURES, "clusterer": CLUSTERER_FEATURES,
            "classifier": CLASSIFIER_FEATURES}
@@ -22,6 +28,15 @@ SCHEMAS = {"detector": DETECTOR_FEATURES, "forecaster": FORECASTER_FEATURES, "cl
 def _manifests(root: Path) -> dict[str, dict]:
     store = ArtifactStore(root)
     return {n: store.manifest(n, store.latest(n)) for n in MODEL_NAMES}  # type: ignore[arg-type]
+
+
+def test_every_model_has_one_trainer_in_the_catalog_order() -> None:
+    # fit_all runs them in this order: the classifier, last, needs the three before it
+    assert tuple(TRAINERS) == MODEL_NAMES
+    for name, fit in TRAINERS.items():
+        assert fit.__module__ == f"training.specs.{name}"
+        assert list(inspect.signature(fit).parameters) == ["cfg", "data", "ctx"]
+    assert set(UPSTREAM) == set(MODEL_NAMES[:-1])
 
 
 def test_every_model_is_published_with_held_out_figures(trained_store: Path) -> None:
@@ -118,7 +133,7 @@ def _tiny_specs(self: TrainConfig) -> dict[str, list[ScenarioSpec]]:
 
 
 def test_a_parity_failure_writes_no_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    real = train_mod.hist_gradient_boosting_regressor_to_onnx
+    real = forecaster_mod.hist_gradient_boosting_regressor_to_onnx
 
     def off_by_a_bit(reg, n_features):  # type: ignore[no-untyped-def]
         m = onnx.load_from_string(real(reg, n_features))
@@ -127,7 +142,7 @@ def test_a_parity_failure_writes_no_version(monkeypatch: pytest.MonkeyPatch, tmp
         return m.SerializeToString()
 
     monkeypatch.setattr(TrainConfig, "specs", _tiny_specs)
-    monkeypatch.setattr(train_mod, "hist_gradient_boosting_regressor_to_onnx", off_by_a_bit)
+    monkeypatch.setattr(forecaster_mod, "hist_gradient_boosting_regressor_to_onnx", off_by_a_bit)
     with pytest.raises(ParityError, match=r"forecaster: .* values differ beyond atol=0\.0001"):
         train_mod.train_all(tmp_path / "store", seed=3, quick=True, runs_dir=None, progress=False)
     assert not (tmp_path / "store").exists() or all(
