@@ -2,7 +2,7 @@
 
 Everything that needs to know which models exist reads it from here: the bundle the job serves
 (:class:`models.pipeline.ModelBundle`), the operator's per-model timings, the registry, training
-(whose trainers, one per name here, live in :mod:`training.train`, a layer above) and the
+(whose trainers, one per name here, live in :mod:`training.specs`, a layer above) and the
 conformance suite (``tests/models/test_conformance.py``), which runs the same checks on every
 model listed.
 """
