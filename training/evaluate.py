@@ -101,6 +101,12 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_detector(path: Path, score: np.ndarray, label: np.ndarray, kind: np.ndarray, threshold_base: float) -> None:
     """Score distributions (normal vs each incident kind) and the precision-recall curve."""
     from sklearn.metrics import precision_recall_curve
@@ -124,9 +130,7 @@ def plot_detector(path: Path, score: np.ndarray, label: np.ndarray, kind: np.nda
     b.set_ylabel("precision")
     b.set_title("Detector precision-recall (held-out)")
     b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_forecast(path: Path, panels: Sequence[dict[str, Any]]) -> None:
@@ -143,9 +147,7 @@ def plot_forecast(path: Path, panels: Sequence[dict[str, Any]]) -> None:
         ax.set_title(p["title"], fontsize=10)
         ax.set_xlabel("target time (hours into scenario)")
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_clusters(path: Path, sizes: Sequence[int], services: Sequence[str], drift_scores: np.ndarray,
@@ -164,9 +166,7 @@ def plot_clusters(path: Path, sizes: Sequence[int], services: Sequence[str], dri
     b.set_xlabel("outlier score")
     b.set_title("Outlier scores (held-out scenario)")
     b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_classifier(path: Path, fp_true: np.ndarray, fp_prob: np.ndarray) -> None:
@@ -179,9 +179,7 @@ def plot_classifier(path: Path, fp_true: np.ndarray, fp_prob: np.ndarray) -> Non
     ax.set_xlabel("predicted false-positive probability")
     ax.set_title("Classifier fp head (held-out)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _fmt(v: Any) -> str:

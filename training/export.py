@@ -66,6 +66,40 @@ def _f32_floor(x: float) -> float:
     return float(f)
 
 
+# The attributes of an ONNX-ML TreeEnsemble, as lists the exporters below fill node by node.
+_TREE_KEYS = ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
+              "nodes_truenodeids", "nodes_falsenodeids", "nodes_hitrates", "nodes_missing_value_tracks_true",
+              "target_treeids", "target_nodeids", "target_ids", "target_weights")
+
+
+def _tree_node(attrs: dict[str, Any], tree: int, node: int, missing_left: int) -> None:
+    attrs["nodes_treeids"].append(tree)
+    attrs["nodes_nodeids"].append(node)
+    attrs["nodes_hitrates"].append(1.0)
+    attrs["nodes_missing_value_tracks_true"].append(missing_left)
+
+
+def _tree_leaf(attrs: dict[str, Any], tree: int, node: int, target: int, weight: float) -> None:
+    attrs["nodes_featureids"].append(0)
+    attrs["nodes_values"].append(0.0)
+    attrs["nodes_modes"].append("LEAF")
+    attrs["nodes_truenodeids"].append(0)
+    attrs["nodes_falsenodeids"].append(0)
+    attrs["target_treeids"].append(tree)
+    attrs["target_nodeids"].append(node)
+    attrs["target_ids"].append(target)
+    attrs["target_weights"].append(weight)
+
+
+def _tree_branch(attrs: dict[str, Any], feature: int, threshold: float, left: int, right: int) -> None:
+    """A ``x[feature] <= threshold`` split, the threshold rounded down to float32 (exact branch parity)."""
+    attrs["nodes_featureids"].append(feature)
+    attrs["nodes_values"].append(_f32_floor(threshold))
+    attrs["nodes_modes"].append("BRANCH_LEQ")
+    attrs["nodes_truenodeids"].append(left)
+    attrs["nodes_falsenodeids"].append(right)
+
+
 def isolation_forest_to_onnx(forest: Any, n_features: int) -> bytes:
     """sklearn ``IsolationForest`` -> ONNX computing ``forest.score_samples(X)`` as output ``score_samples`` (n,).
 
@@ -75,38 +109,20 @@ def isolation_forest_to_onnx(forest: Any, n_features: int) -> bytes:
     """
     n_trees = len(forest.estimators_)
     subsample = forest._max_features != n_features  # noqa: SLF001 - the fitted model's own numbers, no public accessor
-    attrs: dict[str, Any] = {k: [] for k in (
-        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
-        "nodes_truenodeids", "nodes_falsenodeids", "nodes_hitrates", "nodes_missing_value_tracks_true",
-        "target_treeids", "target_nodeids", "target_ids", "target_weights")}
+    attrs: dict[str, Any] = {k: [] for k in _TREE_KEYS}
     for t, (est, feats) in enumerate(zip(forest.estimators_, forest.estimators_features_, strict=True)):
         tree = est.tree_
         depth = tree.compute_node_depths().astype(np.float64) - 1.0  # edges from the root
         leaf_value = depth + average_path_length(tree.n_node_samples)
         for node in range(tree.node_count):
             left, right = int(tree.children_left[node]), int(tree.children_right[node])
-            attrs["nodes_treeids"].append(t)
-            attrs["nodes_nodeids"].append(node)
-            attrs["nodes_hitrates"].append(1.0)
             # sklearn sends NaN left when it saw none during fit; our features are always finite
-            attrs["nodes_missing_value_tracks_true"].append(1)
+            _tree_node(attrs, t, node, 1)
             if left == -1:
-                attrs["nodes_featureids"].append(0)
-                attrs["nodes_values"].append(0.0)
-                attrs["nodes_modes"].append("LEAF")
-                attrs["nodes_truenodeids"].append(0)
-                attrs["nodes_falsenodeids"].append(0)
-                attrs["target_treeids"].append(t)
-                attrs["target_nodeids"].append(node)
-                attrs["target_ids"].append(0)
-                attrs["target_weights"].append(float(leaf_value[node]))
+                _tree_leaf(attrs, t, node, 0, float(leaf_value[node]))
             else:
                 f = int(tree.feature[node])
-                attrs["nodes_featureids"].append(int(feats[f]) if subsample else f)
-                attrs["nodes_values"].append(_f32_floor(float(tree.threshold[node])))
-                attrs["nodes_modes"].append("BRANCH_LEQ")
-                attrs["nodes_truenodeids"].append(left)
-                attrs["nodes_falsenodeids"].append(right)
+                _tree_branch(attrs, int(feats[f]) if subsample else f, float(tree.threshold[node]), left, right)
     c_max = float(average_path_length(np.array([forest._max_samples]))[0])  # noqa: SLF001 - the fitted model's own numbers, no public accessor
     if c_max <= 0:
         raise ValueError("IsolationForest with max_samples <= 1 has no defined score")
@@ -162,11 +178,6 @@ def kmeans_distance_onnx(n_features: int) -> bytes:
 # HistGradientBoosting -> TreeEnsembleRegressor
 # --------------------------------------------------------------------------------------------
 
-_TREE_KEYS = ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
-              "nodes_truenodeids", "nodes_falsenodeids", "nodes_hitrates", "nodes_missing_value_tracks_true",
-              "target_treeids", "target_nodeids", "target_ids", "target_weights")
-
-
 def _hgb_tree_attributes(estimator: Any, first_target: int) -> dict[str, Any]:
     """TreeEnsemble attributes of a fitted HistGradientBoosting model; tree k of an iteration feeds
     target ``first_target + k``. Thresholds are rounded down to float32 (exact branch parity)."""
@@ -179,26 +190,12 @@ def _hgb_tree_attributes(estimator: Any, first_target: int) -> dict[str, Any]:
             nodes = predictor.nodes
             for i in range(len(nodes)):
                 nd = nodes[i]
-                attrs["nodes_treeids"].append(tree_id)
-                attrs["nodes_nodeids"].append(i)
-                attrs["nodes_hitrates"].append(1.0)
-                attrs["nodes_missing_value_tracks_true"].append(int(nd["missing_go_to_left"]))
+                _tree_node(attrs, tree_id, i, int(nd["missing_go_to_left"]))
                 if nd["is_leaf"]:
-                    attrs["nodes_featureids"].append(0)
-                    attrs["nodes_values"].append(0.0)
-                    attrs["nodes_modes"].append("LEAF")
-                    attrs["nodes_truenodeids"].append(0)
-                    attrs["nodes_falsenodeids"].append(0)
-                    attrs["target_treeids"].append(tree_id)
-                    attrs["target_nodeids"].append(i)
-                    attrs["target_ids"].append(first_target + k)
-                    attrs["target_weights"].append(float(nd["value"]))
+                    _tree_leaf(attrs, tree_id, i, first_target + k, float(nd["value"]))
                 else:
-                    attrs["nodes_featureids"].append(int(nd["feature_idx"]))
-                    attrs["nodes_values"].append(_f32_floor(float(nd["num_threshold"])))
-                    attrs["nodes_modes"].append("BRANCH_LEQ")
-                    attrs["nodes_truenodeids"].append(int(nd["left"]))
-                    attrs["nodes_falsenodeids"].append(int(nd["right"]))
+                    _tree_branch(attrs, int(nd["feature_idx"]), float(nd["num_threshold"]), int(nd["left"]),
+                                 int(nd["right"]))
             tree_id += 1
     return attrs
 

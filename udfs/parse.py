@@ -484,6 +484,14 @@ def _str_field(obj: dict, name: str, where: str = "") -> str:
     return _name(v, where + name)
 
 
+def _expect_schema(obj: dict, schema_id: str, required: bool) -> None:
+    """The record's ``schema`` field must be ``schema_id``; where not ``required``, a record without
+    one is taken as that schema."""
+    schema = _str_field(obj, "schema") if required else obj.get("schema", schema_id)
+    if schema != schema_id:
+        raise _Bad("invalid_value", f"field 'schema' must be '{schema_id}'; got {str(schema)[:40]!r}")
+
+
 def _number(v: object, name: str, allow_str: bool) -> float:
     if isinstance(v, bool) or v is None:
         raise _Bad("wrong_type", f"field '{name}' must be a number; got {type(v).__name__}")
@@ -764,9 +772,7 @@ def parse_feedback(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX_
     """
     try:
         obj = _json_object(payload, max_bytes, max_depth)
-        schema = _str_field(obj, "schema")
-        if schema != FeedbackRecord.SCHEMA:
-            raise _Bad("invalid_value", f"field 'schema' must be '{FeedbackRecord.SCHEMA}'; got {schema[:40]!r}")
+        _expect_schema(obj, FeedbackRecord.SCHEMA, required=True)
         verdict = _str_field(obj, "verdict")
         if verdict not in VERDICTS:
             raise _Bad("invalid_value", f"field 'verdict' must be one of {list(VERDICTS)}; got {verdict[:40]!r}")
@@ -833,9 +839,7 @@ def parse_ops_event(payload: bytes, max_bytes: int = 65536, max_depth: int = MAX
     """
     try:
         obj = _json_object(payload, max_bytes, max_depth)
-        schema = obj.get("schema", OpsEventRecord.SCHEMA)
-        if schema != OpsEventRecord.SCHEMA:
-            raise _Bad("invalid_value", f"field 'schema' must be '{OpsEventRecord.SCHEMA}'; got {str(schema)[:40]!r}")
+        _expect_schema(obj, OpsEventRecord.SCHEMA, required=False)
         kind = _str_field(obj, "kind")
         if kind not in OPS_KINDS:
             raise _Bad("invalid_value", f"field 'kind' must be one of {list(OPS_KINDS)}; got {kind[:40]!r}")
@@ -900,10 +904,7 @@ def parse_model_update(payload: bytes, max_bytes: int = MAX_UPDATE_BYTES,
     """
     try:
         obj = _json_object(payload, max_bytes, max_depth)
-        schema = obj.get("schema", ModelUpdateRecord.SCHEMA)
-        if schema != ModelUpdateRecord.SCHEMA:
-            raise _Bad("invalid_value",
-                       f"field 'schema' must be '{ModelUpdateRecord.SCHEMA}'; got {str(schema)[:40]!r}")
+        _expect_schema(obj, ModelUpdateRecord.SCHEMA, required=False)
         model = _str_field(obj, "model")
         if model not in MODEL_NAMES:
             raise _Bad("invalid_value", f"field 'model' must be one of {list(MODEL_NAMES)}; got {model[:40]!r}")
