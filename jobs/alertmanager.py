@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ROOT, AlertmanagerConfig, VigilConfig
+from common.kafka_io import client_options
 
 ACTIVE = ("open", "escalated")
 
@@ -151,8 +152,7 @@ def run(cfg: VigilConfig, idle_exit_s: float | None = None) -> Forwarder:
     k = cfg.kafka
     fw = Forwarder(cfg.alertmanager)
     consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, enable_auto_commit=False,
-                             isolation_level="read_committed", **{
-                                 kk.replace(".", "_"): v for kk, v in k.client_properties().items()})
+                             isolation_level="read_committed", **client_options(k.client_properties()))
     found = consumer.partitions_for_topic(k.topics.alerts)
     while not found:  # started before the job has created its alert topic
         print(f"alertmanager: waiting for topic {k.topics.alerts}", file=sys.stderr, flush=True)

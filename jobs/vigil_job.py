@@ -66,8 +66,14 @@ def _reporter_on_classpath() -> None:
     LOCAL_LIB.mkdir(parents=True, exist_ok=True)
     for jar in [*sorted((home / "lib").glob("*.jar")), *jars]:
         link = LOCAL_LIB / jar.name
-        if not link.exists():
-            link.symlink_to(jar)
+        if link.exists() and link.resolve() == jar.resolve():
+            continue
+        # absent, dangling (the checkout or virtualenv it pointed into moved) or pointing elsewhere:
+        # link anew, atomically, so that a job starting beside this one never sees the link missing
+        tmp = LOCAL_LIB / f".{jar.name}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(jar)
+        os.replace(tmp, link)
     os.environ.setdefault("FLINK_HOME", str(home))  # else PyFlink resets FLINK_LIB_DIR to its own
     os.environ["FLINK_LIB_DIR"] = str(LOCAL_LIB)
 
