@@ -322,11 +322,14 @@ def value_lattice(wins: Sequence[SeriesWindow]) -> tuple[np.ndarray, np.ndarray]
     (array([ True, False]), array([ True, False]))
     """
     whole, nonneg = np.zeros(len(wins), dtype=bool), np.zeros(len(wins), dtype=bool)
+    by_length: dict[int, list[int]] = {}  # one array op per window length (nearly all are full)
     for k, w in enumerate(wins):
         if w.ring:
-            r = np.asarray(w.ring, dtype=np.float64)
-            whole[k] = bool(np.all(r == np.round(r)))
-            nonneg[k] = bool(r.min() >= 0.0)
+            by_length.setdefault(len(w.ring), []).append(k)
+    for ks in by_length.values():
+        r = np.array([wins[k].ring for k in ks], dtype=np.float64)
+        whole[ks] = (r == np.round(r)).all(axis=1)
+        nonneg[ks] = r.min(axis=1) >= 0.0
     return whole, nonneg
 
 
