@@ -72,7 +72,7 @@ from bench.kit import (
     write_job_config,
 )
 from common.config import ROOT, VigilConfig
-from common.kafka_io import GroupProgress, create_topics, read_topic
+from common.kafka_io import Follower, GroupProgress, create_topics, read_topic
 from jobs.inprocess import InProcessJob
 from jobs.launch import start_job, stop_job
 from models.catalog import MODEL_NAMES
@@ -303,23 +303,17 @@ class AlertWatch(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, read_committed: bool) -> None:
         super().__init__(daemon=True)
-        from kafka import KafkaConsumer, TopicPartition
-
         self.seen: list[tuple[float, bytes]] = []
         self.stop_flag = threading.Event()
-        self.c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20,
-                               isolation_level="read_committed" if read_committed else "read_uncommitted")
-        tp = TopicPartition(topic, 0)
-        self.c.assign([tp])
-        self.c.seek_to_end(tp)
-        self.c.position(tp)  # resolve now: records from here on are the phase's
+        # from the end as it is now: records from here on are the phase's
+        self.follower = Follower(bootstrap, topic, start="latest", committed=read_committed, fetch_max_wait_ms=20)
 
     def run(self) -> None:
-        while not self.stop_flag.is_set():
-            for recs in self.c.poll(timeout_ms=50).values():
+        with self.follower:
+            while not self.stop_flag.is_set():
+                recs = self.follower.poll(0.05)
                 now = time.time()
                 self.seen.extend((now, r.value) for r in recs)
-        self.c.close()
 
 
 class ResourceWatch(threading.Thread):

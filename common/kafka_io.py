@@ -14,6 +14,10 @@ on a read that stalls (no record for that long) as ``timeout_s`` does on one tha
 ``max_records`` bounds the read to the *latest* records (each partition's share in proportion to
 what it holds), since retraining wants the most recent behaviour. No consumer group is joined and
 nothing is committed: reading for training never moves the job's offsets.
+
+Live reads (the Alertmanager forwarder, the demo, benchmarks, tests): a :class:`Follower` reads
+every partition of a topic from its beginning or its current end and keeps going; ``catch_up``
+reads to the end offsets as they were when it was called, ``poll`` whatever has arrived since.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Record:
     offset: int
     value: bytes
     timestamp_ms: int = 0
+    key: bytes | None = None
 
 
 @dataclass
@@ -340,6 +345,79 @@ class GroupProgress:
         self._admin = self._consumer = None
 
     def __enter__(self) -> GroupProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Follower:
+    """A live reader of every partition of ``topic``, without a consumer group: from the earliest
+    record (``start="earliest"``) or from the end as it is now (``"latest"``); committed
+    transactions only unless ``committed`` is False. ``options`` go to the consumer (client
+    properties through :func:`client_options`, fetch tuning). A topic that does not exist yet is
+    waited for, ``wait_s`` at most (for ever when None), looking every ``retry_s`` and telling
+    ``on_wait`` each time; past that,
+    :class:`TopicReadError`. Close it, or use it in a ``with`` block."""
+
+    def __init__(self, bootstrap: str, topic: str, *, start: str = "earliest", committed: bool = True,
+                 wait_s: float | None = 30.0, on_wait: Any = None, retry_s: float = 0.5, **options: Any) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"The 'start' parameter of Follower must be 'earliest' or 'latest'. Got {start!r}.")
+        self.topic = topic
+        self.consumer = KafkaConsumer(**{"bootstrap_servers": bootstrap, "group_id": None,
+                                         "enable_auto_commit": False,
+                                         "isolation_level": "read_committed" if committed else "read_uncommitted",
+                                         **options})
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        found = self.consumer.partitions_for_topic(topic)
+        while not found:
+            if deadline is not None and time.monotonic() > deadline:
+                self.consumer.close()
+                raise TopicReadError(f"topic {topic!r} did not appear on {bootstrap} within {wait_s:g} s")
+            if on_wait is not None:
+                on_wait(topic)
+            time.sleep(retry_s)
+            self.consumer.topics()  # refreshes the metadata
+            found = self.consumer.partitions_for_topic(topic)
+        self.partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        self.consumer.assign(self.partitions)
+        if start == "earliest":
+            self.consumer.seek_to_beginning(*self.partitions)
+        else:
+            self.consumer.seek_to_end(*self.partitions)
+        for tp in self.partitions:
+            self.consumer.position(tp)  # resolve now: "latest" means the end as it is at this call
+
+    def poll(self, timeout_s: float = 0.5) -> list[Record]:
+        """The records that arrived since the last call (waiting ``timeout_s`` at most for one)."""
+        got = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        return [Record(tp.partition, m.offset, m.value or b"", int(m.timestamp or 0), m.key)
+                for tp, msgs in got.items() for m in msgs]
+
+    def catch_up(self, timeout_s: float | None = 120.0) -> list[Record]:
+        """Every record up to the end offsets as they are now (and any that came with them);
+        :class:`TopicReadError` past ``timeout_s`` (no limit when None)."""
+        end = self.consumer.end_offsets(self.partitions)
+        out: list[Record] = []
+        deadline = float("inf") if timeout_s is None else time.monotonic() + timeout_s
+        # a transaction marker can hold the last offset: the position, not the last record, says when we are done
+        while any(self.consumer.position(tp) < end[tp] for tp in self.partitions):
+            if time.monotonic() > deadline:
+                raise TopicReadError(f"catching up on {self.topic!r} took over {timeout_s:g} s ({len(out)} read)")
+            out.extend(self.poll())
+        return out
+
+    def where(self, r: Record) -> str:
+        """``topic/partition@offset``, for messages about a record."""
+        return f"{self.topic}/{r.partition}@{r.offset}"
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> Follower:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from kafka import KafkaConsumer
 
 from common.config import ROOT, VigilConfig
-from common.kafka_io import GroupProgress, create_topics, produce
+from common.kafka_io import Follower, GroupProgress, create_topics, produce
 from jobs.launch import start_job, stop_job
 from models.context import connect, seed
 from training.simulate import SERVICES, Incident, generate, incident_series
@@ -65,17 +64,12 @@ class Collector(threading.Thread):
         self.topic = topic
         self.items: list[dict] = []
         self.stop_flag = threading.Event()
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                      isolation_level="read_committed", enable_auto_commit=False,
-                                      consumer_timeout_ms=500)
+        self.follower = Follower(bootstrap, topic)
 
     def run(self) -> None:
-        while not self.stop_flag.is_set():
-            for msg in self.consumer:
-                self.items.append(json.loads(msg.value))
-                if self.stop_flag.is_set():
-                    break
-        self.consumer.close()
+        with self.follower:
+            while not self.stop_flag.is_set():
+                self.items.extend(json.loads(r.value) for r in self.follower.poll(0.5))
 
 
 def match(alert: dict, inc: Incident) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ROOT, AlertmanagerConfig, VigilConfig
-from common.kafka_io import client_options
+from common.kafka_io import Follower, Record, client_options
 
 ACTIVE = ("open", "escalated")
 
@@ -147,32 +147,22 @@ class Forwarder:
 
 
 def run(cfg: VigilConfig, idle_exit_s: float | None = None) -> Forwarder:
-    from kafka import KafkaConsumer, TopicPartition
-
     k = cfg.kafka
     fw = Forwarder(cfg.alertmanager)
-    consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, enable_auto_commit=False,
-                             isolation_level="read_committed", **client_options(k.client_properties()))
-    found = consumer.partitions_for_topic(k.topics.alerts)
-    while not found:  # started before the job has created its alert topic
-        print(f"alertmanager: waiting for topic {k.topics.alerts}", file=sys.stderr, flush=True)
-        time.sleep(2)
-        consumer.topics()  # refreshes the metadata
-        found = consumer.partitions_for_topic(k.topics.alerts)
-    parts = [TopicPartition(k.topics.alerts, p) for p in sorted(found)]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    ends = consumer.end_offsets(parts)
+
+    def waiting(topic: str) -> None:  # started before the job has created its alert topic
+        print(f"alertmanager: waiting for topic {topic}", file=sys.stderr, flush=True)
+
+    alerts = Follower(k.bootstrap_servers, k.topics.alerts, wait_s=None, on_wait=waiting, retry_s=2,
+                      **client_options(k.client_properties()))
     # catch up: the latest revision of every alert, posted once
-    latest: dict[str, Any] = {}  # fingerprint -> the consumer record of its latest revision
-    while any(consumer.position(p) < ends[p] for p in parts):
-        for recs in consumer.poll(timeout_ms=500).values():
-            for r in recs:
-                try:
-                    latest[json.loads(r.value)["fingerprint"]] = r
-                except (ValueError, KeyError, TypeError):
-                    fw.apply_record(r.value, f"{r.topic}/{r.partition}@{r.offset}")  # reports it
-    batch = [x for r in latest.values() for x in fw.apply_record(r.value, f"{r.topic}/{r.partition}@{r.offset}")]
+    latest: dict[str, Record] = {}  # fingerprint -> its latest revision
+    for r in alerts.catch_up(timeout_s=None):
+        try:
+            latest[json.loads(r.value)["fingerprint"]] = r
+        except (ValueError, KeyError, TypeError):
+            fw.apply_record(r.value, alerts.where(r))  # reports it
+    batch = [x for r in latest.values() for x in fw.apply_record(r.value, alerts.where(r))]
     if batch:
         fw.post(batch)
     print(f"alertmanager: caught up on {len(latest)} alert(s), {len(fw.active)} active; forwarding to "
@@ -180,9 +170,7 @@ def run(cfg: VigilConfig, idle_exit_s: float | None = None) -> Forwarder:
     next_repeat = time.monotonic() + cfg.alertmanager.repeat_interval_s
     idle_since = time.monotonic()
     while True:
-        got = consumer.poll(timeout_ms=500)
-        batch = [x for recs in got.values() for r in recs
-                 for x in fw.apply_record(r.value, f"{r.topic}/{r.partition}@{r.offset}")]
+        batch = [x for r in alerts.poll(0.5) for x in fw.apply_record(r.value, alerts.where(r))]
         if batch:
             fw.post(batch)
             idle_since = time.monotonic()
@@ -191,7 +179,7 @@ def run(cfg: VigilConfig, idle_exit_s: float | None = None) -> Forwarder:
                 fw.post(fw.repeat())
             next_repeat = time.monotonic() + cfg.alertmanager.repeat_interval_s
         if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-            consumer.close()
+            alerts.close()
             return fw
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from common.kafka_io import create_topics
+from common.kafka_io import create_topics, produce
 from models.artifact import ArtifactError, ArtifactStore
 from models.catalog import FEATURE_SCHEMAS
 from udfs.records import ModelUpdateRecord
@@ -155,16 +155,12 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def kafka_publisher(bootstrap: str, topic: str, **props: Any) -> Callable[[dict], None]:
     """A ``publish_update`` that writes events to ``topic`` keyed by model name, and waits for the ack."""
-    from kafka import KafkaProducer
-
     create_topics(bootstrap, [topic], compact=True)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **props)
 
     def publish(event: dict) -> None:
         # compaction keeps the last event per key: one key per model and alias ("detector", "detector@shadow")
         alias = event.get("alias", "production")
         key = event["model"] if alias == "production" else f"{event['model']}@{alias}"
-        producer.send(topic, key=key.encode(), value=json.dumps(event).encode()).get(timeout=30)
-        producer.flush()
+        produce(bootstrap, topic, [json.dumps(event).encode()], keys=[key.encode()], linger_ms=0, **props)
 
     return publish

@@ -14,9 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from common.config import VigilConfig
+from common.kafka_io import Follower
 from jobs.inprocess import InProcessJob
 from models.pipeline import ModelBundle
 from tests.integration.kafka_helpers import read_all
@@ -140,9 +141,7 @@ class CommitWatch:
     """Counts the committed records of a topic as they become visible, with the time of each change."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                      enable_auto_commit=False, isolation_level="read_committed",
-                                      reconnect_backoff_max_ms=1000)
+        self.follower = Follower(bootstrap, topic, reconnect_backoff_max_ms=1000)
         self.count = 0
         self.log: list[tuple[float, int]] = []
         self.stop = threading.Event()
@@ -152,11 +151,11 @@ class CommitWatch:
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
-                got = self.consumer.poll(timeout_ms=100)
+                got = self.follower.poll(0.1)
             except Exception:  # noqa: BLE001 - the broker may be down on purpose
                 time.sleep(0.2)
                 continue
-            n = sum(len(v) for v in got.values())
+            n = len(got)
             if n:
                 self.count += n
                 self.log.append((time.time(), self.count))
@@ -176,7 +175,7 @@ class CommitWatch:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(5)
-        self.consumer.close()
+        self.follower.close()
 
 
 class MiniClusterJob:

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import yaml
-from kafka import KafkaConsumer
 
 from common import kafka_io
 from common.config import DEFAULT_CONFIG
@@ -44,13 +43,22 @@ def read_all(bootstrap: str, topic: str, quiet_s: float = 3.0, committed: bool =
 
 def read_keyed(bootstrap: str, topic: str, quiet_s: float = 3.0, committed: bool = True
                ) -> list[tuple[bytes | None, dict]]:
-    """Everything in a topic as (record key, decoded value) pairs."""
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                      isolation_level="read_committed" if committed else "read_uncommitted",
-                      consumer_timeout_ms=int(quiet_s * 1000))
-    out = [(m.key, json.loads(m.value)) for m in c]
-    c.close()
-    return out
+    """Everything in a topic as (record key, decoded value) pairs: to its end, then what else comes
+    until ``quiet_s`` pass without a record. A topic that does not appear within ``quiet_s`` reads
+    as empty."""
+    try:
+        f = kafka_io.Follower(bootstrap, topic, committed=committed, wait_s=quiet_s)
+    except kafka_io.TopicReadError:
+        return []
+    with f:
+        got = f.catch_up()
+        quiet_until = time.monotonic() + quiet_s
+        while time.monotonic() < quiet_until:
+            more = f.poll(min(0.5, quiet_s))
+            if more:
+                got += more
+                quiet_until = time.monotonic() + quiet_s
+    return [(r.key, json.loads(r.value)) for r in got]
 
 
 def wait_for(predicate, timeout_s: float, every_s: float = 2.0):

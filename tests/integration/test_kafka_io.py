@@ -1,6 +1,6 @@
-"""``common.kafka_io`` against the real broker: reads around open transactions and a consumer group's
-progress (bounded reads are in ``tests/training/test_retrain_kafka.py``, a stalled read in
-``tests/common/test_kafka_io.py``)."""
+"""``common.kafka_io`` against the real broker: reads around open transactions, a consumer group's
+progress and live reads with a follower (bounded reads are in ``tests/training/test_retrain_kafka.py``,
+a stalled read in ``tests/common/test_kafka_io.py``)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,54 @@ def test_group_progress_reads_committed_offset_and_end_over_clients_it_keeps(kaf
         assert progress() == (3, 6)
         assert (progress._admin, progress._consumer) == (admin, consumer)  # the same clients, asked again
     assert progress._admin is None and progress._consumer is None
+
+
+def test_a_follower_catches_up_then_sees_what_comes_and_skips_open_transactions(kafka_bootstrap: str,
+                                                                               topic_prefix: str) -> None:
+    t = f"{topic_prefix}.follow"
+    kafka_io.create_topics(kafka_bootstrap, [t], partitions=2)
+    kafka_io.produce(kafka_bootstrap, t, [b"a", b"b"], keys=[b"k1", b"k2"], partition=0)
+    kafka_io.produce(kafka_bootstrap, t, [b"c"], partition=1)
+    with kafka_io.Follower(kafka_bootstrap, t) as early, \
+            kafka_io.Follower(kafka_bootstrap, t, start="latest") as late:
+        got = early.catch_up(timeout_s=30)
+        assert sorted((r.partition, r.value, r.key) for r in got) == \
+            [(0, b"a", b"k1"), (0, b"b", b"k2"), (1, b"c", None)]
+        assert early.where(got[0]).startswith(f"{t}/")
+        assert late.catch_up(timeout_s=30) == []  # it started at the end
+
+        p = _transactional(kafka_bootstrap, f"{topic_prefix}-follow")
+        try:
+            p.begin_transaction()
+            p.send(t, b"open", partition=0)
+            p.flush()
+            kafka_io.produce(kafka_bootstrap, t, [b"d"], partition=1)
+            seen: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while b"d" not in seen and time.monotonic() < deadline:
+                seen += [r.value for r in late.poll(0.5)]
+            assert seen == [b"d"]  # the open transaction's record is not visible
+            p.commit_transaction()
+            deadline = time.monotonic() + 30
+            while b"open" not in seen and time.monotonic() < deadline:
+                seen += [r.value for r in late.poll(0.5)]
+            assert seen == [b"d", b"open"]
+        finally:
+            p.close()
+
+
+def test_a_follower_waits_for_its_topic_then_names_it(kafka_bootstrap: str, topic_prefix: str) -> None:
+    t = f"{topic_prefix}.later"
+    waits: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(kafka_io.TopicReadError, match=t):
+        kafka_io.Follower(kafka_bootstrap, t, wait_s=1.0, on_wait=waits.append, retry_s=0.2)
+    assert 1.0 <= time.monotonic() - t0 < 15 and waits and set(waits) == {t}
+
+    creator = threading.Timer(1.0, kafka_io.create_topics, (kafka_bootstrap, [t]))
+    creator.start()
+    try:
+        with kafka_io.Follower(kafka_bootstrap, t, wait_s=30, retry_s=0.2) as f:
+            assert [tp.partition for tp in f.partitions] == [0]
+    finally:
+        creator.join()
