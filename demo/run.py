@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=8.0, help="event-time length of the demo stream")
     ap.add_argument("--instances", type=int, default=8, help="instances per service")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--end-hour", type=int, default=None, choices=range(24), metavar="H",
+                    help="end the stream at the latest H:00 UTC before now, so that its time of day (and the "
+                         "daily cycles it holds) is the same on every run (default: end it now)")
     ap.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
     ap.add_argument("--out", default=None, help="run folder (default runs/demo-<UTC time>)")
     ap.add_argument("--surprise", action="store_true",
@@ -169,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] seeded service context for {len(SERVICES)} services into Redis ({cfg.redis.url})")
 
     create_topics(boot, [topics.metrics, topics.alerts, topics.forecasts, topics.dead_letters, topics.drift])
-    now = int(time.time() * 1000)
-    start = now - int(args.hours * 3_600_000)
+    end = int(time.time() * 1000)
+    if args.end_hour is not None:
+        end -= (end - args.end_hour * 3_600_000) % 86_400_000
+    start = end - int(args.hours * 3_600_000)
     start -= start % 60_000
+    print(f"[demo] stream from {datetime.fromtimestamp(start / 1000, UTC):%Y-%m-%d %H:%M} to "
+          f"{datetime.fromtimestamp(end / 1000, UTC):%H:%M} UTC")
     scen = generate(seed=args.seed, hours=args.hours, start_ms=start, instances=args.instances)
     (out / "incidents.json").write_text(json.dumps([i.to_dict() for i in scen.incidents], indent=1))
 
