@@ -169,12 +169,22 @@ class ScoringConfig:
         check_positive_int(self, "breach_streak", self.breach_streak)
 
 
+# Detector scores a series needs before a detector alert below critical pages. On fleet scenarios no
+# training role uses (``python -m bench.learning``, reports/learning.md), a series' false detector
+# candidates come 16 to 62 per 10 scores until its 70th score, then 1 to 12 (median 6).
+LEARNING_SCORES = 70
+
+
 @dataclass(frozen=True)
 class AlertConfig:
     """How candidates become alerts: grouping window and false-positive suppression."""
 
     dedup_window_s: int = 1800
     suppress_fp_above: float = 0.9
+    # a detector alert below critical on a series the detector has scored fewer times than this is
+    # written suppressed (suppressed_by "learning"): a young series' false alerts come in bursts;
+    # 0 turns the learning period off
+    learning_scores: int = LEARNING_SCORES
     max_related: int = 20
     # verdicts from the alert-feedback topic, per service and category: each new verdict decays
     # the older ones by feedback_decay; they weigh against the classifier's own estimate as if
@@ -189,6 +199,7 @@ class AlertConfig:
     cluster_high_above: float = 0.97
 
     def __post_init__(self) -> None:
+        check_positive_int(self, "learning_scores", self.learning_scores, allow_zero=True)
         check_positive_int(self, "breach_critical_s", self.breach_critical_s)
         check_positive_int(self, "breach_high_s", self.breach_high_s)
         if self.breach_high_s < self.breach_critical_s:

@@ -169,6 +169,7 @@ class Scored(NamedTuple):
     evidence: float = 0.0  # the detector's own score, before the series' surprise (models.surprise)
     effects: Effects = NONE  # the business rules that applied to the sample (models.rules)
     base_threshold: float | None = None  # the bar before the rules moved it (None: they did not)
+    scored_before: int = 0  # detector scores the series had before this sample (its adaptive threshold's count)
 
 
 @dataclass
@@ -348,6 +349,7 @@ class SeriesLogic:
         evidence_of: dict[int, float] = {}
         thr_of: dict[int, float] = {}
         base_of: dict[int, float] = {}
+        scored_before: dict[int, int] = {}
         trig = [""] * n
         if warm:
             # a young series (and every series while the surprise is off) is scored as the detector
@@ -380,6 +382,7 @@ class SeriesLogic:
                     # relative to the series' usual score: its detector's running mean, 0 for a surprise
                     usual = 0.0 if (surprised is not None and surprised[j]) else adaptive[j].mean
                     thr = thr_of[i] = lowered(thr, effects[i].sensitivity, usual)
+                scored_before[i] = adaptive[j].n
                 adaptive[j].update(raw)
                 st.threshold = adaptive[j].to_tuple()
                 if score >= thr:
@@ -456,7 +459,7 @@ class SeriesLogic:
                               score_of.get(i, 0.0), thr_of.get(i, 1.0), trigger,
                               tuple(det) if det is not None else None, rob[0] if rob else x, forecast, ttb, limit,
                               Versions(det_m.version, fc_m.version), evidence_of.get(i, 0.0),
-                              NONE if effects is None else effects[i], base_of.get(i)))
+                              NONE if effects is None else effects[i], base_of.get(i), scored_before.get(i, 0)))
         return out, sides
 
     def on_feedback(self, state: SeriesState | None, fb: Feedback) -> SeriesState:
@@ -900,8 +903,10 @@ class EntityLogic:
         else:
             severity = m.detector.severity(score, threshold)
         likely_false = fp >= self.alerts.suppress_fp_above
+        # a series the detector has scored fewer than learning_scores times pages critical alerts only
+        learning = trigger == "detector" and s.scored_before < self.alerts.learning_scores and severity != "critical"
         eff = s.effects
-        suppressed = likely_false or eff.maintenance is not None
+        suppressed = likely_false or learning or eff.maintenance is not None
 
         out = self.close_quiet(st, s.ts_ms, now_ms)  # this category's group too, if it has gone quiet
         group = st.groups.get(category)
@@ -972,9 +977,10 @@ class EntityLogic:
             explanation={
                 "top_features": [{"feature": f, "deviation_iqr": round(v, 3)} for f, v in explanation],
                 "summary": _summary(s, trigger, explanation, cluster),
-                "rules": _rule_notes(s, trigger, score, likely_false),
+                "rules": _rule_notes(s, trigger, score, likely_false or learning),
             },
             suppressed_by=([*(["false_positive_probability"] if likely_false else []),
+                            *(["learning"] if learning else []),
                             *(["maintenance"] if eff.maintenance is not None else [])]),
             deploying=eff.deploy is not None,
             recommended_actions=recommended_actions(category, s.metric, s.service, s.entity, trigger,
@@ -987,16 +993,17 @@ class EntityLogic:
         return out + [alert.to_json()]
 
 
-def _rule_notes(s: Scored, trigger: str, score: float, likely_false: bool) -> list[dict[str, Any]]:
+def _rule_notes(s: Scored, trigger: str, score: float, suppressed_anyway: bool) -> list[dict[str, Any]]:
     """The business rules that applied to the alert's sample, and whether each changed the outcome:
-    a lowered bar when the score cleared only the lowered one, maintenance when it alone suppressed."""
+    a lowered bar when the score cleared only the lowered one, maintenance when it alone suppressed
+    (``suppressed_anyway``: something else suppressed the alert too)."""
     eff = s.effects
     if eff is NONE:
         return []
     by_bar = trigger == "detector" and s.base_threshold is not None and score < s.base_threshold
     out = []
     for rule, effect in eff.notes():
-        changed = by_bar if rule in ("peak_hours", "deploy") else not likely_false
+        changed = by_bar if rule in ("peak_hours", "deploy") else not suppressed_anyway
         if by_bar and rule in ("peak_hours", "deploy"):
             effect += f" (bar {s.base_threshold:.4f} -> {s.threshold:.4f})"
         out.append({"rule": rule, "effect": effect, "changed_outcome": changed})
