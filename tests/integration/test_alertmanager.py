@@ -40,7 +40,9 @@ def test_an_incident_is_active_in_alertmanager_routed_by_team_silenced_and_resol
         tmp_path, trained_store, kafka_bootstrap, redis_url, alertmanager_url, topic_prefix):
     seed(connect(redis_url), SERVICES)
     cfg = job_config(tmp_path, topic_prefix, kafka_bootstrap, redis_url, trained_store,
-                     job={"checkpoint_interval_ms": 1000}, alerts={"dedup_window_s": 600},
+                     job={"checkpoint_interval_ms": 1000},
+                     # the spike comes 50 scores into its series: no learning period, so that it pages
+                     alerts={"dedup_window_s": 600, "learning_scores": 0},
                      state={"sweep_interval_s": 1},
                      alertmanager={"url": alertmanager_url, "repeat_interval_s": 5})
     spike = Incident("am-spike", "spike", "search", "i-1", ("latency_p99_ms",), START + 70 * 60_000,
