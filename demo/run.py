@@ -97,7 +97,7 @@ def summarise(alerts: list[dict], dead: list[dict], incidents: list[Incident], e
     active = [a for a in latest.values() if a["status"] != "suppressed"]  # raised to people (resolved or not)
     suppressed = [a for a in latest.values() if a["status"] == "suppressed"]
     lines = [f"events produced: {produced}; alert records consumed: {len(alerts)} "
-             f"({len(latest)} alerts, {len(suppressed)} suppressed as likely false, {len(resolved)} resolved)"]
+             f"({len(latest)} alerts, {len(suppressed)} suppressed, {len(resolved)} resolved)"]
     for field in ("severity", "priority", "team", "category", "trigger"):
         c = Counter(a[field] for a in active)
         lines.append(f"  by {field:<9} " + ", ".join(f"{k}={v}" for k, v in sorted(c.items())))
